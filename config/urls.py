@@ -8,6 +8,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("config.api_urls")),
+    path("lead/", include("annotate.dashboard_urls")),
     path("ml/", include("training.urls")),
     path("", include("annotate.urls")),
 ]
