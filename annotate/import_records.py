@@ -196,7 +196,9 @@ def json_object(ctx: Ctx, where: int, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ctx.err(where, None, f"invalid JSON at column {exc.colno}: {exc.msg}") from exc
+        raise ctx.err(
+            where, None, f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
+        ) from exc
     if not isinstance(value, dict):
         raise ctx.err(where, None, f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -231,7 +233,9 @@ def json_list(ctx: Ctx, text: str) -> list[Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImportValidationError(
-            f"invalid JSON at column {exc.colno}: {exc.msg}", file=ctx.file, line=exc.lineno
+            f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}",
+            file=ctx.file,
+            line=exc.lineno,
         ) from exc
     if not isinstance(data, list):
         raise ImportValidationError(

@@ -29,7 +29,7 @@ from typing import IO, TypeVar
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -94,8 +94,17 @@ def comparisons_import(
     parsed = parse_file(data, filename=name, fmt=fmt, with_judgments=with_judgments)
     # Parsing runs outside the transaction on purpose: on SQLite the
     # transaction holds the database write lock, which annotators need too.
-    with transaction.atomic():
-        return _write(parsed, project_slug=project_slug, created_by=created_by)
+    try:
+        with transaction.atomic():
+            return _write(parsed, project_slug=project_slug, created_by=created_by)
+    except IntegrityError as exc:
+        # Only a concurrent writer can get here (everything else was checked
+        # first): the same rows were inserted meanwhile. Re-running is safe.
+        raise ImportValidationError(
+            f"another import into project {project_slug} wrote the same records meanwhile; "
+            "nothing was imported, run it again",
+            file=name,
+        ) from exc
 
 
 def _read_input(*, path: Path | None, stream: IO[bytes] | None, filename: str) -> tuple[bytes, str]:

@@ -66,7 +66,9 @@ def test_command_imports_both_judges_with_judgments() -> None:
     assert "805 new comparisons (0 already present)" in first and "805 new judgments" in first
     second = run("ae", str(files[1]), "--with-judgments")
     assert "0 new comparisons (805 already present)" in second and "805 new judgments" in second
-    assert "1 of them new" in second and Judgment.objects.count() == 1610
+    assert (
+        "by 1 AI annotator: " in second and "(1 new)" in second and Judgment.objects.count() == 1610
+    )
 
 
 def test_command_rejects_an_unknown_format_listing_the_valid_ones(hh_files) -> None:

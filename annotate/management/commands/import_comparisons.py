@@ -81,11 +81,12 @@ def describe(result: ImportResult) -> list[str]:
             "(first one kept)"
         )
     if result.annotators:
-        new = f", {result.annotators_created} of them new" if result.annotators_created else ""
+        n = len(result.annotators)
         lines.append(
             f"{result.judgments_created} new judgments "
             f"({result.judgments_existing} already present) "
-            f"by AI annotators {', '.join(result.annotators)}{new}"
+            f"by {n} AI annotator{'s' if n > 1 else ''}: {', '.join(result.annotators)} "
+            f"({result.annotators_created} new)"
         )
     if result.records_without_verdict:
         lines.append(
