@@ -31,7 +31,8 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-AXIS_CHOICE_LABELS = [("A", "A"), ("tie", "Tie"), ("B", "B")]
+# (value, label, shortcut key shown as a hint; label.js maps the keys)
+AXIS_CHOICE_LABELS = [("A", "A", "a"), ("tie", "Tie", "t"), ("B", "B", "b")]
 
 
 def _csp(response: HttpResponse) -> HttpResponse:
