@@ -131,7 +131,11 @@ def _rates(counts: np.ndarray, ns: np.ndarray) -> list[dict[str, Any]]:
         if n
         else {"value": None, "ci95": None, "n": 0}
         for c, n, a, b in zip(
-            counts.tolist(), ns.tolist(), np.atleast_1d(lo).tolist(), np.atleast_1d(hi).tolist()
+            counts.tolist(),
+            ns.tolist(),
+            np.atleast_1d(lo).tolist(),
+            np.atleast_1d(hi).tolist(),
+            strict=True,
         )
     ]
 
@@ -222,7 +226,8 @@ def _pairwise(counts: np.ndarray, rng: np.random.Generator, n_boot: int) -> dict
     }
     if total == 0:
         return out
-    # Naive bootstrap: for b in range(B): i = rng.integers(0, M, M); stat[b] = agree[i].sum() / pairs[i].sum().
+    # Naive bootstrap:
+    #   for b in range(B): i = rng.integers(0, M, M); stat[b] = agree[i].sum() / pairs[i].sum()
     # Drawing M comparisons with replacement only matters through how often each
     # distinct (agree, pairs) kind is drawn: a multinomial over a handful of kinds.
     key = agree * (int(pairs.max()) + 1) + pairs
@@ -258,7 +263,7 @@ def _fleiss(counts: np.ndarray) -> dict[str, Any]:
     return {"value": _num(value), "n_comparisons": int(len(table)), "raters": mode}
 
 
-def _cohen(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
+def _cohen(rows: _Rows, cat: np.ndarray, min_shared: int) -> dict[str, Any]:
     ok = (cat[rows.pair_lo] >= 0) & (cat[rows.pair_hi] >= 0)
     lo, hi = rows.pair_lo[ok], rows.pair_hi[ok]
     u = len(rows.names)
@@ -270,7 +275,7 @@ def _cohen(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
         shared = per_key[keys]
     else:
         keys, shared = np.unique(key, return_counts=True)
-    eligible = shared >= MIN_SHARED_FOR_KAPPA
+    eligible = shared >= min_shared
     e_keys, e_shared = keys[eligible], shared[eligible]
     chosen = np.sort(e_keys[np.lexsort((e_keys, -e_shared))][:MAX_KAPPA_PAIRS])
     pairs = []
@@ -288,7 +293,7 @@ def _cohen(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
             keep = chosen[pos] == key
         cells = pos[keep] * 9 + cat[lo[keep]].astype(np.int64) * 3 + cat[hi[keep]]
         tables = np.bincount(cells, minlength=chosen.size * 9).reshape(-1, 3, 3)
-        for k, table in zip(chosen.tolist(), tables):
+        for k, table in zip(chosen.tolist(), tables, strict=True):
             a1, a2 = divmod(k, u)
             kappa = cohens_kappa(table, return_results=False)
             pairs.append(
@@ -300,7 +305,7 @@ def _cohen(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
             )
         pairs.sort(key=lambda p: (-p["shared"], p["annotators"]))
     return {
-        "min_shared": MIN_SHARED_FOR_KAPPA,
+        "min_shared": min_shared,
         "pairs_eligible": int(eligible.sum()),
         "pairs": pairs,
     }
@@ -399,7 +404,7 @@ def _gold_hits(frame: pd.DataFrame, overall_cat: np.ndarray) -> tuple[np.ndarray
 
 
 def _axis_report(
-    rows: _Rows, cat: np.ndarray, rng: np.random.Generator, n_boot: int
+    rows: _Rows, cat: np.ndarray, rng: np.random.Generator, n_boot: int, min_shared: int
 ) -> dict[str, Any]:
     counts = _counts(rows, cat)
     decided = (cat == A) | (cat == B)
@@ -409,7 +414,7 @@ def _axis_report(
         "pairwise_agreement": _pairwise(counts, rng, n_boot),
         "krippendorff_alpha_nominal": _alpha(counts, "nominal"),
         "fleiss_kappa": _fleiss(counts),
-        "cohen_kappa": _cohen(rows, cat),
+        "cohen_kappa": _cohen(rows, cat, min_shared),
         **_length_figures(rows, cat),
         "left_chosen_rate": _left_chosen(rows, cat),
         "agreement_by_time_quartile": _by_time(rows, cat, counts),
@@ -476,7 +481,10 @@ def _annotators(
         skipped = table.get("skipped", pd.Series(0, index=table.index))
         closed = skipped + table.get("submitted", pd.Series(0, index=table.index))
         skip.update(
-            {str(k): (float(s / c) if c else None) for k, s, c in zip(table.index, skipped, closed)}
+            {
+                str(k): (float(s / c) if c else None)
+                for k, s, c in zip(table.index, skipped, closed, strict=True)
+            }
         )
     figures = {
         "loo_majority_agreement": _rates(per(agrees), per(usable)),
@@ -506,6 +514,7 @@ def project_report(
     assignments: pd.DataFrame | None = None,
     seed: int = 0,
     n_boot: int = N_BOOT,
+    min_shared_for_kappa: int = MIN_SHARED_FOR_KAPPA,
 ) -> dict[str, Any]:
     """The whole report (see the module docstring for its schema)."""
     rng = np.random.default_rng(seed)
@@ -519,7 +528,7 @@ def project_report(
         )
     report_axes: dict[str, Any] = {}
     for name, cat in cats.items():
-        report_axes[name] = _axis_report(rows, cat, rng, n_boot)
+        report_axes[name] = _axis_report(rows, cat, rng, n_boot, min_shared_for_kappa)
     # Ordinal alpha on the signed strength; the domain spans the scale even if
     # some points were never used, so it does not depend on what was observed.
     lo, hi = (

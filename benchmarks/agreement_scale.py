@@ -16,6 +16,7 @@ Peers, in the same run and on the same data, for the overall axis:
 Our figure for the same work ("ours: same work") is pairwise agreement with its
 bootstrap CI and nominal alpha from per-comparison value counts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,20 +53,24 @@ def synthetic_frame(n_judgments: int, *, seed: int = 0, per_comparison: int = 3)
     score = latent[comp] + noise
     overall = np.clip(np.round(score * 1.5), -3, 3).astype(np.int64)
     sides = np.array(["A", "tie", "B"], dtype=object)
-    frame = pd.DataFrame({
-        "comparison": comp + 1,
-        "annotator": pd.Categorical(np.char.add("ann", ann.astype(str))),
-        "overall": overall,
-        "swapped": rng.random(m * per_comparison) < 0.5,
-        "seconds": rng.lognormal(3.5, 0.5, m * per_comparison),
-        "over_budget": rng.random(m * per_comparison) < 0.1,
-        "len_a": len_a[comp],
-        "len_b": len_b[comp],
-        "gold": np.where(rng.random(m) < 0.05, np.sign(latent), np.nan)[comp],
-    })
+    frame = pd.DataFrame(
+        {
+            "comparison": comp + 1,
+            "annotator": pd.Categorical(np.char.add("ann", ann.astype(str))),
+            "overall": overall,
+            "swapped": rng.random(m * per_comparison) < 0.5,
+            "seconds": rng.lognormal(3.5, 0.5, m * per_comparison),
+            "over_budget": rng.random(m * per_comparison) < 0.1,
+            "len_a": len_a[comp],
+            "len_b": len_b[comp],
+            "gold": np.where(rng.random(m) < 0.05, np.sign(latent), np.nan)[comp],
+        }
+    )
     for i, axis in enumerate(AXES):
         s = score + rng.normal(0, 0.5 + 0.3 * i, len(score))
-        frame[agreement.axis_column(axis)] = pd.Categorical(sides[(np.sign(np.round(s)) + 1).astype(int)])
+        frame[agreement.axis_column(axis)] = pd.Categorical(
+            sides[(np.sign(np.round(s)) + 1).astype(int)]
+        )
     return frame
 
 
@@ -86,7 +91,7 @@ def peer_krippendorff_raw(frame: pd.DataFrame) -> float:
 
 def peer_python_loop(frame: pd.DataFrame, n_boot: int) -> float:
     sides: dict[int, list[int]] = {}
-    for c, o in zip(frame["comparison"].tolist(), frame["overall"].tolist()):
+    for c, o in zip(frame["comparison"].tolist(), frame["overall"].tolist(), strict=True):
         sides.setdefault(c, []).append((o > 0) - (o < 0))
     agree, pairs = [], []
     for labels in sides.values():
@@ -124,21 +129,35 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N timings")
     parser.add_argument("--boot", type=int, default=agreement.N_BOOT)
     args = parser.parse_args()
-    print(f"{'judgments':>10} {'report s':>9} {'ours same work s':>17} {'kripp raw s':>12} "
-          f"{'py loop s':>10} {'raw/ours':>9} {'loop/ours':>10}")
+    print(
+        f"{'judgments':>10} {'report s':>9} {'ours same work s':>17} {'kripp raw s':>12} "
+        f"{'py loop s':>10} {'raw/ours':>9} {'loop/ours':>10}"
+    )
     for n in (int(s) for s in args.sizes.split(",")):
         frame = synthetic_frame(n)
-        t_report, report = timed(lambda f=frame: agreement.project_report(
-            f, project="bench", axes=AXES, max_strength=3, n_boot=args.boot), args.repeat)
+        t_report, report = timed(
+            lambda f=frame: agreement.project_report(
+                f, project="bench", axes=AXES, max_strength=3, n_boot=args.boot
+            ),
+            args.repeat,
+        )
         t_ours, (pw, alpha) = timed(lambda f=frame: ours_same_work(f, args.boot), args.repeat)
         t_raw, alpha_raw = timed(lambda f=frame: peer_krippendorff_raw(f), args.repeat)
         t_loop, pw_loop = timed(lambda f=frame: peer_python_loop(f, args.boot), args.repeat)
-        assert abs(alpha - alpha_raw) < 1e-9 and abs(pw - pw_loop) < 1e-12, "peers disagree with ours"
+        assert abs(alpha - alpha_raw) < 1e-9 and abs(pw - pw_loop) < 1e-12, (
+            "peers disagree with ours"
+        )
         assert report["axes"]["overall"]["pairwise_agreement"]["value"] == pw
-        print(f"{n:>10} {t_report:>9.3f} {t_ours:>17.3f} {t_raw:>12.3f} {t_loop:>10.3f} "
-              f"{t_raw / t_ours:>8.1f}x {t_loop / t_ours:>9.1f}x")
-    print("report s: the whole project_report (4 axes, kappas, length/position bias, per annotator).")
-    print("ours same work: overall pairwise agreement + bootstrap CI + nominal alpha; peers compute the same.")
+        print(
+            f"{n:>10} {t_report:>9.3f} {t_ours:>17.3f} {t_raw:>12.3f} {t_loop:>10.3f} "
+            f"{t_raw / t_ours:>8.1f}x {t_loop / t_ours:>9.1f}x"
+        )
+    print(
+        "report s: the whole project_report (4 axes, kappas, length/position bias, per annotator)."
+    )
+    print(
+        "ours same work: overall pairwise agreement + bootstrap CI + nominal alpha (peers: same)."
+    )
 
 
 if __name__ == "__main__":

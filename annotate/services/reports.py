@@ -8,6 +8,7 @@
 * `comparison_send_back` raises a comparison's `extra_overlap`, which is what
   makes `assignment_next` serve it again; `comparison_resolve` closes it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,9 +46,18 @@ def judgments_frame(*, project: Project) -> pd.DataFrame:
     rows = (
         Judgment.objects.filter(project=project, superseded_at__isnull=True)
         .values(
-            "comparison_id", "overall", "swapped", "shown_at", "submitted_at", "active_ms", "over_budget", "source",
-            username=F("annotator__username"), gold=F("comparison__gold"),
-            len_a=Length("comparison__response_a"), len_b=Length("comparison__response_b"),
+            "comparison_id",
+            "overall",
+            "swapped",
+            "shown_at",
+            "submitted_at",
+            "active_ms",
+            "over_budget",
+            "source",
+            username=F("annotator__username"),
+            gold=F("comparison__gold"),
+            len_a=Length("comparison__response_a"),
+            len_b=Length("comparison__response_b"),
             **axis_fields,
         )
         .order_by()
@@ -61,17 +71,19 @@ def judgments_frame(*, project: Project) -> pd.DataFrame:
     # Imported verdicts carry no real timing (the importer stamps both times).
     wall = wall.where(raw["source"] != Judgment.Source.IMPORT)
     active = pd.to_numeric(raw["active_ms"], errors="coerce") / 1000.0
-    frame = pd.DataFrame({
-        "comparison": raw["comparison_id"].astype("int64"),
-        "annotator": pd.Categorical(raw["username"]),
-        "overall": raw["overall"].astype("int64"),
-        "swapped": raw["swapped"].astype(bool),
-        "seconds": active.fillna(wall).astype(float),
-        "over_budget": raw["over_budget"].astype(bool),
-        "len_a": raw["len_a"].fillna(0).astype("int64"),
-        "len_b": raw["len_b"].fillna(0).astype("int64"),
-        "gold": pd.to_numeric(raw["gold"], errors="coerce").astype(float),
-    })
+    frame = pd.DataFrame(
+        {
+            "comparison": raw["comparison_id"].astype("int64"),
+            "annotator": pd.Categorical(raw["username"]),
+            "overall": raw["overall"].astype("int64"),
+            "swapped": raw["swapped"].astype(bool),
+            "seconds": active.fillna(wall).astype(float),
+            "over_budget": raw["over_budget"].astype(bool),
+            "len_a": raw["len_a"].fillna(0).astype("int64"),
+            "len_b": raw["len_b"].fillna(0).astype("int64"),
+            "gold": pd.to_numeric(raw["gold"], errors="coerce").astype(float),
+        }
+    )
     for i, axis in enumerate(axes):
         frame[agreement.axis_column(axis)] = raw[f"axis_{i}"]
     return frame
@@ -96,7 +108,14 @@ def _fingerprint(project: Project) -> str:
     skips = Assignment.objects.filter(project=project, status=Assignment.Status.SKIPPED).aggregate(
         n=Count("id"), last=Max("id")
     )
-    shape = [project.rubric_axes, project.max_strength, agreement.SCHEMA_VERSION]
+    # created_at: a project deleted and re-created (tests, demos) may reuse the
+    # same pk and ids; its report must not be served from the old one's cache.
+    shape = [
+        project.created_at,
+        project.rubric_axes,
+        project.max_strength,
+        agreement.SCHEMA_VERSION,
+    ]
     text = json.dumps([judgments, skips, shape], default=str, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -152,7 +171,9 @@ def comparison_disagreements(*, project: Project, status: str = "all") -> QueryS
 
 def _require_lead(*, project_id: int, user: User) -> None:
     # Views check this too; the rule lives here so the API and commands cannot skip it.
-    if not Membership.objects.filter(project_id=project_id, user=user, role=Membership.Role.LEAD).exists():
+    if not Membership.objects.filter(
+        project_id=project_id, user=user, role=Membership.Role.LEAD
+    ).exists():
         raise PermissionDenied("only a lead of this project may do that")
 
 
