@@ -14,8 +14,9 @@ from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
@@ -50,12 +51,14 @@ from annotate.serializers import (
     LabelingErrorSerializer,
     Pagination,
     ProjectSerializer,
+    ReportQuerySerializer,
     SkipSerializer,
     SubmitResultSerializer,
 )
 from annotate.services.assignments import LabelingError, assignment_next, assignment_skip
 from annotate.services.imports import ImportValidationError, comparisons_import
 from annotate.services.judgments import JudgmentInvalid, judgment_submit
+from annotate.services.reports import agreement_report
 
 ERRORS = {400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
           401: OpenApiResponse(description="Not authenticated"),
@@ -333,17 +336,21 @@ def _filter_axis(rows: QuerySet[Judgment], project: Project, axis: str | None, s
         return rows.filter(sides[side]) if side else rows
     # A key transform, not an `axes__<name>` lookup: axis names are data and
     # may contain characters (or "__") the lookup syntax would misread.
-    rows = rows.annotate(axis_choice=KeyTextTransform(axis, "axes"))
+    # The Cast makes the comparison a plain text one (without it, SQLite
+    # compares against JSON_EXTRACT(<param>) and fails on "malformed JSON").
+    rows = rows.alias(axis_choice=Cast(KeyTextTransform(axis, "axes"), output_field=CharField()))
     return rows.filter(axis_choice=side) if side else rows.filter(axis_choice__in=["A", "tie", "B"])
 
 
 class AgreementView(APIView):
     authentication_classes = API_AUTHENTICATION
 
-    @extend_schema(operation_id="project_agreement", responses={200: OpenApiTypes.OBJECT, **ERRORS},
-                   description="The project's agreement and label-bias report (schema in annotate/agreement.py).")
+    @extend_schema(operation_id="project_agreement", parameters=[ReportQuerySerializer],
+                   responses={200: OpenApiTypes.OBJECT, **ERRORS},
+                   description="The project's agreement and label-bias report (schema in annotate/agreement.py); "
+                               "cached until the judgments change.")
     def get(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, READ_DATA)
-        from annotate.services.reports import report_for  # TODO-PENDING: real name once reports.py lands
-
-        return Response(report_for(project=project))
+        query = ReportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(agreement_report(project=project, refresh=query.validated_data["refresh"]))

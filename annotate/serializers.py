@@ -200,3 +200,7 @@ class SubmitResultSerializer(serializers.Serializer):
 class LabelingErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()
+
+
+class ReportQuerySerializer(serializers.Serializer):
+    refresh = serializers.BooleanField(default=False, help_text="Recompute even if a cached report is current.")
