@@ -37,8 +37,8 @@ are null. A "figure with a CI" is ``{"value": x, "ci95": [lo, hi], "n": n}``.
             MAX_KAPPA_PAIRS with most shared items,
         longer_chosen_rate: figure (Wilson CI) over decided judgments of unequal length,
         longer_chosen_by_gap_quintile: [{bin, gap_chars: [lo, hi], value, ci95, n}],
-        len_logit_coef: float -- logistic fit of "chose B" on log2(len_b / len_a)
-            (with +1 smoothing): log-odds per doubling of relative length,
+        len_logit_coef: float -- logistic fit (sklearn, C=LEN_FIT_C) of "chose B" on
+            log2((len_b + 1) / (len_a + 1)): log-odds per doubling of relative length,
         len_only_auc: float -- AUC of that length-only fit,
         left_chosen_rate: figure (Wilson CI) + p_value (two-sided binomial test vs 0.5),
         agreement_by_time_quartile: [{bin, seconds: [lo, hi], value, n}] -- share of
@@ -92,6 +92,9 @@ MIN_SHARED_FOR_KAPPA = 20
 # best-supported ones (and says how many were eligible) so its size and cost stay bounded.
 MAX_KAPPA_PAIRS = 500
 N_BOOT = 2000
+# Length-only logistic fit: a weak L2 penalty (negligible next to thousands of
+# judgments) keeps the coefficient finite when a small batch is separable.
+LEN_FIT_C = 1e4
 
 
 def axis_column(axis: str) -> str:
@@ -295,7 +298,8 @@ def _cohen(rows: _Rows, cat: np.ndarray, min_shared: int) -> dict[str, Any]:
         tables = np.bincount(cells, minlength=chosen.size * 9).reshape(-1, 3, 3)
         for k, table in zip(chosen.tolist(), tables, strict=True):
             a1, a2 = divmod(k, u)
-            kappa = cohens_kappa(table, return_results=False)
+            with np.errstate(invalid="ignore", divide="ignore"):  # both used one category: 0/0
+                kappa = cohens_kappa(table, return_results=False)
             pairs.append(
                 {
                     "annotators": [rows.names[a1], rows.names[a2]],
@@ -342,17 +346,16 @@ def _length_figures(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
         # same likelihood and the same AUC as one row per judgment, on fewer rows.
         comp = rows.comp[decided]
         key, weight = np.unique(comp.astype(np.int64) * 2 + chose_b, return_counts=True)
-        x_comp = np.log2(rows.len_b + 1.0) - np.log2(rows.len_a + 1.0)
         x = np.zeros(rows.n_comp)
-        x[rows.comp] = x_comp
+        x[rows.comp] = np.log2(rows.len_b + 1.0) - np.log2(rows.len_a + 1.0)
         xk, yk = x[key // 2].reshape(-1, 1), (key % 2).astype(bool)
-        # One feature: OpenMP threads would only spin (2-3x the CPU for the same wall time).
-        with threadpool_limits(limits=1):
-            fit = LogisticRegression(C=np.inf, solver="newton-cholesky").fit(
-                xk, yk, sample_weight=weight
-            )
-        coef = _num(fit.coef_[0, 0])
-        auc = _num(roc_auc_score(yk, fit.decision_function(xk), sample_weight=weight))
+        if np.ptp(xk) > 0:  # all pairs the same relative length: nothing to fit
+            # One feature: OpenMP threads would only spin (2-3x the CPU, same wall time).
+            with threadpool_limits(limits=1):
+                fit = LogisticRegression(C=LEN_FIT_C, solver="newton-cholesky", tol=1e-8)
+                fit.fit(xk, yk, sample_weight=weight)
+            coef = _num(fit.coef_[0, 0])
+            auc = _num(roc_auc_score(yk, fit.decision_function(xk), sample_weight=weight))
     return {
         "longer_chosen_rate": _rate(int(longer.sum()), int(longer.size)),
         "longer_chosen_by_gap_quintile": quintiles,
