@@ -1,0 +1,376 @@
+"""The one visible training loop every trainer shares (reward model, DPO, PPO).
+
+A trainer subclasses `Trainer`, builds `self.model` in its constructor and
+implements three methods:
+
+- ``num_train_examples()``: how many training examples there are;
+- ``collate(indices) -> batch``: the tensors of those examples (on CPU; the
+  loop moves them);
+- ``compute_loss(batch) -> (loss, metrics)``: mean loss over the batch and
+  detached 0-dim metric tensors (see `training/losses.py`).
+
+Optional hooks: ``example_lengths()`` (enables length bucketing),
+``evaluate() -> {name: float}`` (called every `eval_every` steps and at the
+end, under no_grad/eval mode/autocast), ``save_outputs(eval_metrics)`` (write
+the final model and reports).
+
+`fit()` is the loop: seeding, an epoch plan of micro-batches (saved in
+checkpoints, so a resumed run sees the same data in the same order), gradient
+accumulation weighted by example counts (so 4 x 2 equals one batch of 8),
+clipping, warmup + decay, evaluation cadence, plain-dict checkpoints with every
+RNG state, metrics sink, progress and cooperative cancellation. Device and
+precision are chosen once; the loop body has no device branches (autocast is a
+no-op context on fp32). Multi-GPU runs go through `accelerate launch` (not
+wired yet); nothing here assumes one process per machine except the RNG.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from training.callbacks import MetricsSink, RunHooks
+from training.config import LoopConfig
+
+CHECKPOINT_FORMAT = 1
+# Fields that may differ when resuming: they change cadence, not the maths.
+RESUME_MAY_CHANGE = frozenset({"eval_every", "save_every", "keep_checkpoints", "log_every", "device"})
+
+
+# --- device, precision, seeding ---------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def resolve_amp(precision: str, device: torch.device) -> bool:
+    """True when the forward runs under bf16 autocast (weights and optimizer stay fp32)."""
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop touches, in types `torch.load(weights_only=True)` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- data order, schedule, parameters ----------------------------------------
+def plan_batches(
+    n: int, batch_size: int, *, generator: torch.Generator, lengths: Sequence[int] | None = None,
+    bucket_batches: int = 50,
+) -> list[list[int]]:
+    """One epoch of micro-batches (lists of example indices).
+
+    Without lengths: a random permutation cut into batches. With lengths:
+    the permutation is cut into chunks of `bucket_batches` batches, each chunk
+    sorted by length and cut into batches, and the batches shuffled, so a
+    batch holds examples of similar length (little padding) while the epoch
+    stays random. Only the epoch's last batch can be short.
+    """
+    perm = torch.randperm(n, generator=generator).tolist()
+    if lengths is not None:
+        chunk = batch_size * bucket_batches
+        perm = [i for s in range(0, n, chunk) for i in sorted(perm[s:s + chunk], key=lambda j: -lengths[j])]
+    batches = [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+    if lengths is not None:
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[k] for k in order]
+    return batches
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr at step s: linear warmup from 0, then linear/cosine decay to 0 or constant."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and norm weights (1-D tensors), as in BERT and GPT-2."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def prepare_model(model: nn.Module, config: LoopConfig, *, task_type: str) -> nn.Module:
+    """Apply gradient checkpointing and LoRA as configured (`task_type`: peft's SEQ_CLS, CAUSAL_LM, ...)."""
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora_r > 0:
+        import peft  # lazy: only LoRA runs pay for the import
+
+        targets = config.lora_target_modules
+        lora = peft.LoraConfig(
+            task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules="all-linear" if targets == ("all-linear",) else list(targets),
+        )
+        model = peft.get_peft_model(model, lora)
+    return model
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    cursor: int = 0  # next micro-batch in `plan`
+    plan: list[list[int]] = field(default_factory=list)  # this epoch's micro-batches
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" or "cancelled"
+    step: int
+    total_steps: int
+    out_dir: Path
+    wall_time_s: float  # the loop alone (no model loading, no final evaluation)
+    samples_per_s: float  # training examples per second over the loop
+    train_metrics: dict[str, float]  # the last logged step
+    eval_metrics: dict[str, float]
+    checkpoint: Path | None = None
+
+
+class Trainer(ABC):
+    config: LoopConfig
+    model: nn.Module
+
+    def __init__(self, config: LoopConfig, *, out_dir: str | Path, hooks: RunHooks | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.hooks = hooks or RunHooks()
+        self.device = resolve_device(config.device)
+        self.use_bf16 = resolve_amp(config.precision, self.device)
+
+    # --- what a trainer implements ------------------------------------------
+    @abstractmethod
+    def num_train_examples(self) -> int: ...
+
+    @abstractmethod
+    def collate(self, indices: Sequence[int]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+    def example_lengths(self) -> Sequence[int] | None:
+        return None
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def save_outputs(self, eval_metrics: dict[str, float]) -> None:
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Trainer state outside the model that a checkpoint must hold (PPO: its rollout buffer).
+
+        Tensors, numbers, strings, lists and dicts only (loaded with weights_only=True).
+        """
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` returned; called when resuming, after the model is loaded."""
+        return None
+
+    # --- shared machinery ----------------------------------------------------
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when configured; a disabled autocast is a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        lengths = self.example_lengths()
+        return plan_batches(self.num_train_examples(), self.config.batch_size, generator=generator, lengths=lengths)
+
+    def total_steps(self) -> int:
+        cfg = self.config
+        micro_batches = math.ceil(self.num_train_examples() / cfg.batch_size)
+        per_epoch = math.ceil(micro_batches / cfg.grad_accum)
+        return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+
+    def run_evaluation(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            metrics = self.evaluate()
+        self.model.train()
+        return metrics
+
+    # --- the loop -------------------------------------------------------------
+    def fit(self, *, resume_from: str | Path | None = None) -> RunResult:
+        cfg, model = self.config, self.model
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        model.to(self.device)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                      fused=self.device.type == "cuda")
+        total = self.total_steps()
+        warmup = math.ceil(cfg.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.schedule, warmup, total))
+        sink = MetricsSink(self.out_dir / "metrics.jsonl", self.hooks.on_metrics)
+        state = LoopState()
+        if resume_from is not None:
+            state = self.load_checkpoint(Path(resume_from), optimizer, scheduler)
+            sink.truncate_after(state.step)
+        else:
+            sink.path.unlink(missing_ok=True)
+            seed_everything(cfg.seed)
+        should_stop = self.hooks.should_stop or (lambda: False)
+        on_progress = self.hooks.on_progress or (lambda step, total: None)
+        params = [p for p in model.parameters() if p.requires_grad]
+        status, checkpoint, logged = "completed", None, {}
+        samples, started = 0, time.perf_counter()
+        model.train()
+        while state.step < total:
+            if state.cursor >= len(state.plan):  # a new epoch; its order is seeded and checkpointed
+                state.epoch += bool(state.plan)
+                state.plan, state.cursor = self.epoch_plan(state.epoch), 0
+            group = state.plan[state.cursor:state.cursor + cfg.grad_accum]
+            n_examples = sum(len(indices) for indices in group)
+            step_started = time.perf_counter()
+            sums: dict[str, Tensor] = {}
+            for indices in group:
+                batch = move_to(self.collate(indices), self.device)
+                with self.autocast():
+                    loss, metrics = self.compute_loss(batch)
+                # Weight by examples so the step's gradient is the mean over all its
+                # examples, whatever the micro-batch sizes (the last one may be short).
+                weight = len(indices) / n_examples
+                (loss * weight).backward()
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.cursor += len(group)
+            samples += n_examples
+            if state.step % cfg.log_every == 0 or state.step == total:
+                logged = {f"train/{k}": float(v) for k, v in sums.items()}
+                logged |= {"train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                           "train/epoch": state.epoch + state.cursor / len(state.plan),
+                           "train/samples_per_s": n_examples / (time.perf_counter() - step_started)}
+                sink.log(state.step, logged)
+            on_progress(state.step, total)
+            if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total:
+                sink.log(state.step, {f"eval/{k}": v for k, v in self.run_evaluation().items()})
+            if cfg.save_every and state.step % cfg.save_every == 0:
+                checkpoint = self.save_checkpoint(state, optimizer, scheduler)
+            if should_stop():
+                status = "cancelled"
+                if checkpoint is None or not checkpoint.name.endswith(f"{state.step:07d}.pt"):
+                    checkpoint = self.save_checkpoint(state, optimizer, scheduler)
+                break
+        wall = time.perf_counter() - started
+        eval_metrics: dict[str, float] = {}
+        if status == "completed":
+            eval_metrics = self.run_evaluation()
+            sink.log(state.step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+            self.save_outputs(eval_metrics)
+        sink.close()
+        return RunResult(status=status, step=state.step, total_steps=total, out_dir=self.out_dir, wall_time_s=wall,
+                         samples_per_s=samples / wall if wall > 0 else 0.0, train_metrics=logged,
+                         eval_metrics=eval_metrics, checkpoint=checkpoint)
+
+    # --- checkpoints ------------------------------------------------------------
+    def save_checkpoint(self, state: LoopState, optimizer: torch.optim.Optimizer, scheduler: Any) -> Path:
+        """Write a plain-dict checkpoint (atomic rename) and prune old ones."""
+        folder = self.out_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step-{state.step:07d}.pt"
+        payload = {
+            "format": CHECKPOINT_FORMAT, "kind": self.config.kind, "config": self.config.to_dict(),
+            "step": state.step, "epoch": state.epoch, "cursor": state.cursor, "plan": state.plan,
+            "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "extra": self.extra_state(),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        for old in sorted(folder.glob("step-*.pt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> LoopState:
+        """Restore model, optimizer, scheduler, RNGs and data position from `path` (or a run folder)."""
+        if path.is_dir():
+            found = latest_checkpoint(path)
+            if found is None:
+                raise FileNotFoundError(f"{path} holds no checkpoints/step-*.pt")
+            path = found
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("kind") != self.config.kind:
+            raise ValueError(f"{path} is not a {self.config.kind} checkpoint of format {CHECKPOINT_FORMAT}")
+        now = self.config.to_dict()
+        changed = sorted(k for k, v in payload["config"].items() if now.get(k) != v and k not in RESUME_MAY_CHANGE)
+        if changed:
+            raise ValueError(f"cannot resume {path}: the config differs in {', '.join(changed)}")
+        self.model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"])
+        self.load_extra_state(payload.get("extra", {}))
+        return LoopState(step=payload["step"], epoch=payload["epoch"], cursor=payload["cursor"], plan=payload["plan"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def iter_chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    """Consecutive slices of `items` of at most `size` (evaluation batches)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
