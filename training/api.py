@@ -1,5 +1,6 @@
 """REST API of the training app: exports and training runs. Thin adapters over
 `training.services`; access rules in `annotate.permissions`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -25,7 +26,7 @@ from annotate.permissions import (
     visible_projects,
 )
 from annotate.serializers import Pagination
-from training import exports
+from training import export_files
 from training.models import DatasetExport, MetricPoint, TrainingRun
 from training.serializers import (
     DatasetExportSerializer,
@@ -38,14 +39,19 @@ from training.serializers import (
     TrainingRunSerializer,
 )
 from training.services import export_create, export_dir, run_cancel, run_create
+from training.services_runs import run_fail_stale, stale_after_s
 
-ERRORS = {400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
-          401: OpenApiResponse(description="Not authenticated"),
-          403: OpenApiResponse(description="Your role does not allow this"),
-          404: OpenApiResponse(description="Not found, or not a member of its project")}
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
+    401: OpenApiResponse(description="Not authenticated"),
+    403: OpenApiResponse(description="Your role does not allow this"),
+    404: OpenApiResponse(description="Not found, or not a member of its project"),
+}
 
 
-def _field_errors(exc: DjangoValidationError, rename: dict[str, str] | None = None) -> serializers.ValidationError:
+def _field_errors(
+    exc: DjangoValidationError, rename: dict[str, str] | None = None
+) -> serializers.ValidationError:
     rename = rename or {}
     return serializers.ValidationError({rename.get(k, k): v for k, v in exc.message_dict.items()})
 
@@ -67,6 +73,11 @@ def run_for(user: Any, pk: int) -> TrainingRun:
     return run
 
 
+def reap_lost_runs() -> list[int]:
+    """Fail runs whose worker stopped heartbeating (cheap when there are none); see services_runs."""
+    return run_fail_stale(older_than_s=stale_after_s())
+
+
 class ApiView(APIView):
     authentication_classes = API_AUTHENTICATION
 
@@ -79,15 +90,25 @@ class ProjectExportsView(generics.GenericAPIView):
 
     def get_queryset(self) -> QuerySet[DatasetExport]:
         project = project_for(self.request.user, self.kwargs["slug"], EXPORT)
-        return DatasetExport.objects.filter(project=project).select_related("project", "created_by").order_by("-id")
+        return (
+            DatasetExport.objects.filter(project=project)
+            .select_related("project", "created_by")
+            .order_by("-id")
+        )
 
-    @extend_schema(operation_id="project_exports_list", responses={200: DatasetExportSerializer(many=True), **ERRORS})
+    @extend_schema(
+        operation_id="project_exports_list",
+        responses={200: DatasetExportSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request, slug: str) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(DatasetExportSerializer(page, many=True).data)
 
-    @extend_schema(operation_id="project_exports_create", request=ExportCreateSerializer,
-                   responses={201: DatasetExportSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="project_exports_create",
+        request=ExportCreateSerializer,
+        responses={201: DatasetExportSerializer, **ERRORS},
+    )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, EXPORT)
         params = ExportCreateSerializer(data=request.data)
@@ -95,9 +116,15 @@ class ProjectExportsView(generics.GenericAPIView):
         data = params.validated_data
         try:
             export = export_create(
-                project=project, user=request.user, fmt=data["format"], axis=data["axis"], policy=data["policy"],
-                min_judgments=data["min_judgments"], ties=data["ties"],
-                exclude_annotators=data["exclude_annotators"], eval_fraction=data["eval_fraction"],
+                project=project,
+                user=request.user,
+                fmt=data["format"],
+                axis=data["axis"],
+                policy=data["policy"],
+                min_judgments=data["min_judgments"],
+                ties=data["ties"],
+                exclude_annotators=data["exclude_annotators"],
+                eval_fraction=data["eval_fraction"],
                 seed=data["seed"],
             )
         except DjangoValidationError as exc:
@@ -106,7 +133,9 @@ class ProjectExportsView(generics.GenericAPIView):
 
 
 class ExportDetailView(ApiView):
-    @extend_schema(operation_id="exports_retrieve", responses={200: DatasetExportSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="exports_retrieve", responses={200: DatasetExportSerializer, **ERRORS}
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(DatasetExportSerializer(export_for(request.user, pk)).data)
 
@@ -133,9 +162,15 @@ def export_file_response(export: DatasetExport, name: str | None) -> FileRespons
         # Only names recorded at export time: no path from the request reaches the disk.
         if name not in export.files:
             raise Http404("No such file in this export.")
-        return FileResponse((root / name).open("rb"), as_attachment=True, filename=name.replace("/", "_"))
-    return FileResponse(exports.zip_export(root), as_attachment=True,
-                        filename=f"{export.project.slug}-export-{export.pk}.zip", content_type="application/zip")
+        return FileResponse(
+            (root / name).open("rb"), as_attachment=True, filename=name.replace("/", "_")
+        )
+    return FileResponse(
+        export_files.zip_export(root),
+        as_attachment=True,
+        filename=f"{export.project.slug}-export-{export.pk}.zip",
+        content_type="application/zip",
+    )
 
 
 class RunsView(generics.GenericAPIView):
@@ -151,12 +186,16 @@ class RunsView(generics.GenericAPIView):
         runs = TrainingRun.objects.select_related("project", "created_by").order_by("-id")
         return runs if user.is_staff else runs.filter(project__in=visible_projects(user, TRAIN))
 
-    @extend_schema(operation_id="runs_list", parameters=[RunListQuerySerializer],
-                   responses={200: TrainingRunSerializer(many=True), **ERRORS})
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[RunListQuerySerializer],
+        responses={200: TrainingRunSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request) -> Response:
         query = RunListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         runs = self.get_queryset()
+        reap_lost_runs()  # listing runs must never show a dead worker's run as running
         filters = query.validated_data
         if "project" in filters:
             runs = runs.filter(project__slug=filters["project"])
@@ -167,8 +206,11 @@ class RunsView(generics.GenericAPIView):
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(TrainingRunSerializer(page, many=True).data)
 
-    @extend_schema(operation_id="runs_create", request=TrainingRunCreateSerializer,
-                   responses={201: TrainingRunSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="runs_create",
+        request=TrainingRunCreateSerializer,
+        responses={201: TrainingRunSerializer, **ERRORS},
+    )
     def post(self, request: Request) -> Response:
         if not has_role_anywhere(request.user, TRAIN):
             raise PermissionDenied("Only ML staff launch training runs.")
@@ -180,8 +222,15 @@ class RunsView(generics.GenericAPIView):
         if project is None and export is None and not request.user.is_staff:
             raise serializers.ValidationError({"project": ["give a project or an export"]})
         try:
-            run = run_create(user=request.user, kind=data["kind"], project=project, export=export,
-                             data_path=data["data_path"], config=data["config"], name=data["name"])
+            run = run_create(
+                user=request.user,
+                kind=data["kind"],
+                project=project,
+                export=export,
+                data_path=data["data_path"],
+                config=data["config"],
+                name=data["name"],
+            )
         except DjangoValidationError as exc:
             raise _field_errors(exc) from exc
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
@@ -190,12 +239,18 @@ class RunsView(generics.GenericAPIView):
 class RunDetailView(ApiView):
     @extend_schema(operation_id="runs_retrieve", responses={200: TrainingRunSerializer, **ERRORS})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(TrainingRunSerializer(run_for(request.user, pk)).data)
+        run = run_for(request.user, pk)
+        if run.status == TrainingRun.Status.RUNNING and reap_lost_runs():
+            run.refresh_from_db()
+        return Response(TrainingRunSerializer(run).data)
 
 
 class RunMetricsView(ApiView):
-    @extend_schema(operation_id="runs_metrics", parameters=[MetricsQuerySerializer],
-                   responses={200: RunMetricsSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="runs_metrics",
+        parameters=[MetricsQuerySerializer],
+        responses={200: RunMetricsSerializer, **ERRORS},
+    )
     def get(self, request: Request, pk: int) -> Response:
         run = run_for(request.user, pk)
         query = MetricsQuerySerializer(data=request.query_params)
@@ -204,13 +259,19 @@ class RunMetricsView(ApiView):
         if query.validated_data.get("name"):
             points = points.filter(name__in=query.validated_data["name"])
         series: dict[str, list[list[float]]] = {}
-        for name, step, value in points.order_by("name", "step").values_list("name", "step", "value"):
+        for name, step, value in points.order_by("name", "step").values_list(
+            "name", "step", "value"
+        ):
             series.setdefault(name, []).append([step, value])
-        return Response({"run": run.pk, "status": run.status, "progress": run.progress, "series": series})
+        return Response(
+            {"run": run.pk, "status": run.status, "progress": run.progress, "series": series}
+        )
 
 
 class RunCancelView(ApiView):
-    @extend_schema(operation_id="runs_cancel", request=None, responses={200: TrainingRunSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="runs_cancel", request=None, responses={200: TrainingRunSerializer, **ERRORS}
+    )
     def post(self, request: Request, pk: int) -> Response:
         run = run_cancel(run=run_for(request.user, pk), user=request.user)
         return Response(TrainingRunSerializer(run).data)
