@@ -1,6 +1,7 @@
 """The label screen in a real browser (Debian's Chromium through Playwright).
 
-* an annotator logs in and labels three comparisons with the keyboard alone;
+* an annotator logs in and labels three comparisons with the keyboard alone
+  (and skips a fourth);
   the judgments in the database are checked, including the orientation of
   the ones shown swapped (the swap pattern is fixed through
   ANNOTATE_RANDOM_SEED, which seeds the service's per-assignment draw);
@@ -93,7 +94,7 @@ def test_keyboard_only_session_three_comparisons(browser, live_server, settings,
     comparisons = [
         ComparisonFactory(project=project, external_id=f"k{i}", prompt=f"Question {i}?",
                           response_a=f"Alpha answer {i}: *canonical A*.", response_b=f"Bravo answer {i}: canonical B.")
-        for i in range(3)
+        for i in range(4)
     ]
     seed, pattern = seed_with_both_orientations(project.pk, user.pk)
     settings.ANNOTATE_RANDOM_SEED = seed
@@ -132,6 +133,8 @@ def test_keyboard_only_session_three_comparisons(browser, live_server, settings,
     page.set_viewport_size({"width": 1280, "height": 800})
 
     # Per item: axes a / t / b (displayed A, tie, displayed B), then an overall digit, then Enter.
+    # The second item reaches the axes in another order (j moves the axis cursor).
+    keys = [["a", "t", "b"], ["j", "j", "b", "a", "t"], ["a", "t", "b"]]
     digits = ["1", "6", "4"]
     seen_ids = []
     for k in range(3):
@@ -144,11 +147,20 @@ def test_keyboard_only_session_three_comparisons(browser, live_server, settings,
         assert expected_left.split(":")[0] in left_text
         timer = page.locator(".timer-value").inner_text()
         assert ":" in timer
-        for key in ("a", "t", "b", digits[k]):
+        for key in [*keys[k], digits[k]]:
             page.keyboard.press(key)
         assert page.locator(f'input[name="overall"][value="{digits[k]}"]').is_checked()
         page.keyboard.press("Enter")
         wait_for_new_item(page, aid)
+
+    # The fourth one is skipped from the keyboard: s opens the reasons, arrows pick, Enter confirms.
+    aid = current_assignment(page)
+    page.keyboard.press("s")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    wait_for_new_item(page, aid)
+    skipped = Assignment.objects.get(pk=aid)
+    assert skipped.status == "skipped" and skipped.skip_reason == "broken"
 
     assert page.locator("#item .done").is_visible()
     assert page.evaluate("window.__sameDocument") is True  # htmx swaps, no reload
