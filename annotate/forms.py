@@ -5,6 +5,7 @@ service, which re-validates; these forms turn strings into typed values and
 give the template per-field errors. Values are *displayed* orientation: on the
 overall scale position 1 is "left much better".
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +34,9 @@ def scale_positions(project: Project) -> list[tuple[int, str, int]]:
 
 
 class JudgmentForm(forms.Form):
-    overall = forms.TypedChoiceField(coerce=int, error_messages={"required": "Pick a point on the overall scale."})
+    overall = forms.TypedChoiceField(
+        coerce=int, error_messages={"required": "Pick a point on the overall scale."}
+    )
     flags = forms.MultipleChoiceField(required=False)
     rationale = forms.CharField(required=False, max_length=5000)
     active_ms = forms.IntegerField(required=False, min_value=0)
@@ -41,10 +44,14 @@ class JudgmentForm(forms.Form):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
-        self.fields["overall"].choices = [(str(pos), label) for pos, label, _ in scale_positions(project)]
+        self.fields["overall"].choices = [
+            (str(pos), label) for pos, label, _ in scale_positions(project)
+        ]
         self.fields["flags"].choices = [(f, f) for f in project.flags]
         self.fields["rationale"].required = project.require_rationale
-        self.fields["rationale"].error_messages["required"] = "This project asks for a short rationale."
+        self.fields["rationale"].error_messages["required"] = (
+            "This project asks for a short rationale."
+        )
         for axis in project.rubric_axes:
             self.fields[axis_field_name(axis)] = forms.ChoiceField(
                 choices=[(c, c) for c in AXIS_CHOICES],

@@ -13,6 +13,7 @@ Two independent layers, so one bug is not enough for script to run:
 The label screen also sends a strict Content-Security-Policy (see views), a
 third layer that would block inline script even if both of these failed.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -23,13 +24,13 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
-ALLOWED_TAGS: frozenset[str] = frozenset(
-    {
-        "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote",
-        "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
-        "table", "thead", "tbody", "tr", "th", "td",
-    }
-)
+# fmt: off
+ALLOWED_TAGS: frozenset[str] = frozenset({
+    "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
+    "table", "thead", "tbody", "tr", "th", "td",
+})
+# fmt: on
 ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
     "a": {"href", "title"},
     "ol": {"start"},

@@ -5,6 +5,7 @@ the partial (submit and skip swap in the next comparison without a reload);
 plain form POSTs (no JavaScript) get a redirect to the label page, which shows
 the next comparison: the same views serve both.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,14 +23,20 @@ from django.views.decorators.http import require_GET, require_POST
 from annotate.forms import SKIP_REASONS, JudgmentForm, SkipForm, axis_field_name, scale_positions
 from annotate.models import Assignment, Judgment, Membership, Project, User
 from annotate.rendering import render_markdown
-from annotate.services.assignments import LabelingError, annotator_progress, assignment_next, assignment_skip
+from annotate.services.assignments import (
+    LabelingError,
+    annotator_progress,
+    assignment_next,
+    assignment_skip,
+)
 from annotate.services.judgments import JudgmentInvalid, judgment_submit
 
 # Third XSS layer on the screens that show model text: no inline script, no
 # plugins, no foreign origins. htmx is served from 'self'.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 # (value, label, shortcut key shown as a hint; label.js maps the keys)
 AXIS_CHOICE_LABELS = [("A", "A", "a"), ("tie", "Tie", "t"), ("B", "B", "b")]
@@ -45,7 +52,9 @@ def _annotator_project(request: HttpRequest, slug: str) -> Project:
     mine = Membership.objects.filter(project=OuterRef("pk"), user=request.user)
     project = (
         Project.objects.filter(slug=slug)
-        .annotate(is_member=Exists(mine), is_annotator=Exists(mine.filter(role=Membership.Role.ANNOTATOR)))
+        .annotate(
+            is_member=Exists(mine), is_annotator=Exists(mine.filter(role=Membership.Role.ANNOTATOR))
+        )
         .first()
     )
     if project is None or not project.is_member:
@@ -59,12 +68,18 @@ def _annotator_project(request: HttpRequest, slug: str) -> Project:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     memberships = list(
-        Membership.objects.filter(user=request.user).select_related("project").order_by("project__name", "role")
+        Membership.objects.filter(user=request.user)
+        .select_related("project")
+        .order_by("project__name", "role")
     )
     annotated = [m.project_id for m in memberships if m.role == Membership.Role.ANNOTATOR]
-    progress = annotator_progress(annotator=request.user, project_ids=annotated) if annotated else {}
-    rows = [{"membership": m, "progress": progress.get(m.project_id) if m.role == "annotator" else None}
-            for m in memberships]
+    progress = (
+        annotator_progress(annotator=request.user, project_ids=annotated) if annotated else {}
+    )
+    rows = [
+        {"membership": m, "progress": progress.get(m.project_id) if m.role == "annotator" else None}
+        for m in memberships
+    ]
     return render(request, "annotate/home.html", {"rows": rows})
 
 
@@ -73,9 +88,16 @@ def _mmss(seconds: int) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _item_context(*, request: HttpRequest, project: Project, assignment: Assignment | None,
-                  notice: dict[str, str] | None = None, form: JudgmentForm | None = None,
-                  errors: dict[str, str] | None = None, skip_form: SkipForm | None = None) -> dict[str, Any]:
+def _item_context(
+    *,
+    request: HttpRequest,
+    project: Project,
+    assignment: Assignment | None,
+    notice: dict[str, str] | None = None,
+    form: JudgmentForm | None = None,
+    errors: dict[str, str] | None = None,
+    skip_form: SkipForm | None = None,
+) -> dict[str, Any]:
     user: User = request.user  # type: ignore[assignment]
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     ctx: dict[str, Any] = {
@@ -104,8 +126,11 @@ def _item_context(*, request: HttpRequest, project: Project, assignment: Assignm
     turns = None
     if isinstance(comparison.prompt_messages, list) and comparison.prompt_messages:
         turns = [
-            {"role": str(m.get("role", "user")), "raw": str(m.get("content", "")),
-             "html": render_markdown(str(m.get("content", "")))}
+            {
+                "role": str(m.get("role", "user")),
+                "raw": str(m.get("content", "")),
+                "html": render_markdown(str(m.get("content", ""))),
+            }
             for m in comparison.prompt_messages
             if isinstance(m, dict)
         ]
@@ -114,8 +139,13 @@ def _item_context(*, request: HttpRequest, project: Project, assignment: Assignm
     if form is not None and form.is_bound:
         errors.update({name: " ".join(errs) for name, errs in form.errors.items()})
     axes = [
-        {"name": axis, "field": axis_field_name(axis), "value": data.get(axis_field_name(axis), ""),
-         "error": errors.get(axis_field_name(axis), ""), "index": i}
+        {
+            "name": axis,
+            "field": axis_field_name(axis),
+            "value": data.get(axis_field_name(axis), ""),
+            "error": errors.get(axis_field_name(axis), ""),
+            "index": i,
+        }
         for i, axis in enumerate(project.rubric_axes)
     ]
     chosen_flags = data.getlist("flags") if hasattr(data, "getlist") else []
@@ -128,16 +158,24 @@ def _item_context(*, request: HttpRequest, project: Project, assignment: Assignm
             "remaining_s": remaining,
             "remaining_label": _mmss(remaining),
             "lease_remaining_s": int((assignment.lease_expires_at - now).total_seconds())
-            if assignment.lease_expires_at else remaining,
+            if assignment.lease_expires_at
+            else remaining,
             "axes": axes,
             "axis_choices": AXIS_CHOICE_LABELS,
-            "scale": [{"pos": pos, "label": label, "checked": data.get("overall") == str(pos)}
-                      for pos, label, _ in scale_positions(project)],
-            "flags": [{"name": f, "label": f.replace("_", " "), "checked": f in chosen_flags} for f in project.flags],
+            "scale": [
+                {"pos": pos, "label": label, "checked": data.get("overall") == str(pos)}
+                for pos, label, _ in scale_positions(project)
+            ],
+            "flags": [
+                {"name": f, "label": f.replace("_", " "), "checked": f in chosen_flags}
+                for f in project.flags
+            ],
             "rationale": data.get("rationale", ""),
             "errors": errors,
             "skip_reasons": SKIP_REASONS,
-            "skip_errors": {k: " ".join(v) for k, v in skip_form.errors.items()} if skip_form is not None else {},
+            "skip_errors": {k: " ".join(v) for k, v in skip_form.errors.items()}
+            if skip_form is not None
+            else {},
             "submit_url": reverse("label-submit", args=[project.slug, assignment.pk]),
             "skip_url": reverse("label-skip", args=[project.slug, assignment.pk]),
         }
@@ -158,7 +196,9 @@ def _render_item(request: HttpRequest, ctx: dict[str, Any], *, status: int = 200
 def label(request: HttpRequest, slug: str) -> HttpResponse:
     project = _annotator_project(request, slug)
     assignment = assignment_next(project=project, annotator=request.user)
-    return _render_item(request, _item_context(request=request, project=project, assignment=assignment))
+    return _render_item(
+        request, _item_context(request=request, project=project, assignment=assignment)
+    )
 
 
 def _own_assignment(project: Project, user: User, assignment_id: int) -> Assignment | None:
@@ -176,17 +216,28 @@ def _after_write(request: HttpRequest, project: Project, notice: dict[str, str])
         messages.add_message(request, level, notice["text"])
         return redirect("label", slug=project.slug)
     assignment = assignment_next(project=project, annotator=request.user)
-    return _render_item(request, _item_context(request=request, project=project, assignment=assignment,
-                                               notice=notice))
+    return _render_item(
+        request,
+        _item_context(request=request, project=project, assignment=assignment, notice=notice),
+    )
 
 
-def _redisplay(request: HttpRequest, project: Project, assignment_id: int, **kwargs: Any) -> HttpResponse:
+def _redisplay(
+    request: HttpRequest, project: Project, assignment_id: int, **kwargs: Any
+) -> HttpResponse:
     """Show the same item again with errors (200 for htmx so it swaps in, 422 otherwise)."""
     assignment = _own_assignment(project, request.user, assignment_id)
     if assignment is None:
-        return _after_write(request, project, {"level": "warn", "text": "That comparison is no longer open."})
-    ctx = _item_context(request=request, project=project, assignment=assignment,
-                        notice={"level": "warn", "text": "Please fix the highlighted fields."}, **kwargs)
+        return _after_write(
+            request, project, {"level": "warn", "text": "That comparison is no longer open."}
+        )
+    ctx = _item_context(
+        request=request,
+        project=project,
+        assignment=assignment,
+        notice={"level": "warn", "text": "Please fix the highlighted fields."},
+        **kwargs,
+    )
     return _render_item(request, ctx, status=200 if request.htmx else 422)
 
 
@@ -229,8 +280,12 @@ def label_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpRespo
     if not form.is_valid():
         return _redisplay(request, project, assignment_id, skip_form=form)
     try:
-        assignment_skip(project=project, annotator=request.user, assignment_id=assignment_id,
-                        reason=form.reason_text())
+        assignment_skip(
+            project=project,
+            annotator=request.user,
+            assignment_id=assignment_id,
+            reason=form.reason_text(),
+        )
     except LabelingError as exc:
         return _after_write(request, project, {"level": "warn", "text": exc.message})
     return _after_write(request, project, {"level": "ok", "text": "Skipped."})

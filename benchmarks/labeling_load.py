@@ -16,6 +16,7 @@ The load generator shares the machine (and its cores) with the server.
 Every cycle's answer is checked ("Saved." and a new assignment id), and the
 judgments in the database are counted at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE = REPO / "fixtures" / "alpaca-eval-demo" / "Mixtral-8x7B-Instruct-v0.1.alpaca_eval_gpt4_turbo_fn.annotations.json.gz"
+FIXTURE = (
+    REPO
+    / "fixtures"
+    / "alpaca-eval-demo"
+    / "Mixtral-8x7B-Instruct-v0.1.alpaca_eval_gpt4_turbo_fn.annotations.json.gz"
+)
 PASSWORD = "bench-password-1"
 SLUG = "bench"
 ASSIGNMENT_RE = re.compile(r'data-assignment="(\d+)"')
 
 
 # --- server side: run inside a subprocess with the bench database's env ------
+
 
 def _django(env_db: str) -> None:
     os.environ["DATABASE_URL"] = env_db
@@ -62,16 +69,22 @@ def seed(comparisons: int, users: int) -> None:
     project = Project.objects.create(slug=SLUG, name="Load test", overlap=3, time_budget_s=60)
     Comparison.objects.bulk_create(
         (
-            Comparison(project=project, external_id=f"b{i}", content_hash=f"bench-{i}",
-                       prompt=records[i % len(records)]["instruction"],
-                       response_a=records[i % len(records)]["output_1"],
-                       response_b=records[i % len(records)]["output_2"])
+            Comparison(
+                project=project,
+                external_id=f"b{i}",
+                content_hash=f"bench-{i}",
+                prompt=records[i % len(records)]["instruction"],
+                response_a=records[i % len(records)]["output_1"],
+                response_b=records[i % len(records)]["output_2"],
+            )
             for i in range(comparisons)
         ),
         batch_size=500,
     )
     hashed = make_password(PASSWORD)
-    people = User.objects.bulk_create(User(username=f"bench{i}", password=hashed) for i in range(users))
+    people = User.objects.bulk_create(
+        User(username=f"bench{i}", password=hashed) for i in range(users)
+    )
     Membership.objects.bulk_create(
         Membership(project=project, user=u, role=Membership.Role.ANNOTATOR) for u in people
     )
@@ -81,10 +94,18 @@ def count_judgments() -> None:
     from annotate.models import Comparison, Judgment
 
     over = Comparison.objects.filter(project__slug=SLUG, slots_taken__gt=3).count()
-    print(json.dumps({"judgments": Judgment.objects.filter(project__slug=SLUG).count(), "over_capacity": over}))
+    print(
+        json.dumps(
+            {
+                "judgments": Judgment.objects.filter(project__slug=SLUG).count(),
+                "over_capacity": over,
+            }
+        )
+    )
 
 
 # --- client side --------------------------------------------------------------
+
 
 @dataclass
 class Phase:
@@ -110,9 +131,17 @@ class Annotator:
         """Log in through the form; returns the first assignment id from the label page."""
         page = self.http.get(f"{self.base}/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        r = self.http.post(f"{self.base}/login/", data={"csrfmiddlewaretoken": token, "username": self.username,
-                                                         "password": PASSWORD, "next": f"/projects/{SLUG}/label/"},
-                           headers={"Referer": f"{self.base}/login/"}, allow_redirects=True)
+        r = self.http.post(
+            f"{self.base}/login/",
+            data={
+                "csrfmiddlewaretoken": token,
+                "username": self.username,
+                "password": PASSWORD,
+                "next": f"/projects/{SLUG}/label/",
+            },
+            headers={"Referer": f"{self.base}/login/"},
+            allow_redirects=True,
+        )
         match = ASSIGNMENT_RE.search(r.text)
         if r.status_code != 200 or not match:
             raise RuntimeError(f"{self.username}: login/label failed ({r.status_code})")
@@ -120,8 +149,14 @@ class Annotator:
 
     def cycle(self, assignment: str, i: int) -> str:
         """Submit a judgment for `assignment`; the response is the next item (htmx partial)."""
-        body = {"axis-helpful": "A", "axis-truthful": "tie", "axis-harmless": "B",
-                "overall": str(1 + i % 7), "active_ms": "4200", "flags": ["hallucination"] if i % 5 == 0 else []}
+        body = {
+            "axis-helpful": "A",
+            "axis-truthful": "tie",
+            "axis-harmless": "B",
+            "overall": str(1 + i % 7),
+            "active_ms": "4200",
+            "flags": ["hallucination"] if i % 5 == 0 else [],
+        }
         r = self.http.post(
             f"{self.base}/projects/{SLUG}/label/{assignment}/submit/",
             data=body,
@@ -202,23 +237,53 @@ def wait_until_up(base: str, proc: subprocess.Popen, timeout: float = 60) -> Non
     raise RuntimeError("gunicorn did not come up")
 
 
-def bench_backend(name: str, db_url: str, args: argparse.Namespace, workdir: Path) -> dict[int, Phase]:
-    env = {**os.environ, "DATABASE_URL": db_url, "DEBUG": "0", "SECRET_KEY": "bench-only-secret-key-0123456789",
-           "ALLOWED_HOSTS": "127.0.0.1", "VAR_DIR": str(workdir / name), "LOG_LEVEL": "WARNING",
-           "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": str(REPO)}
-    (workdir / name / "static").mkdir(parents=True, exist_ok=True)  # whitenoise warns when STATIC_ROOT is missing
+def bench_backend(
+    name: str, db_url: str, args: argparse.Namespace, workdir: Path
+) -> dict[int, Phase]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-secret-key-0123456789",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "VAR_DIR": str(workdir / name),
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONPATH": str(REPO),
+    }
+    (workdir / name / "static").mkdir(
+        parents=True, exist_ok=True
+    )  # whitenoise warns when STATIC_ROOT is missing
     py = sys.executable
     users = sum(args.n)
     comparisons = max(args.comparisons, users * (args.cycles + 2))
-    subprocess.run([py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
-    subprocess.run([py, __file__, "_seed", db_url, str(comparisons), str(users)], cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True
+    )
+    subprocess.run(
+        [py, __file__, "_seed", db_url, str(comparisons), str(users)], cwd=REPO, env=env, check=True
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [py, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--worker-class", "gthread", "--workers", str(args.workers), "--threads", str(args.threads),
-         "--log-level", "warning"],
-        cwd=REPO, env=env,
+        [
+            py,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
     )
     phases: dict[int, Phase] = {}
     try:
@@ -231,12 +296,20 @@ def bench_backend(name: str, db_url: str, args: argparse.Namespace, workdir: Pat
     finally:
         server.terminate()
         server.wait(timeout=30)
-    out = subprocess.run([py, __file__, "_count", db_url], cwd=REPO, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [py, __file__, "_count", db_url],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     counts = json.loads(out.strip().splitlines()[-1])
     done = sum(len(p.latencies) for p in phases.values())
-    print(f"  {name}: {counts['judgments']} judgments stored for {done} successful cycles; "
-          f"comparisons above capacity: {counts['over_capacity']}")
+    print(
+        f"  {name}: {counts['judgments']} judgments stored for {done} successful cycles; "
+        f"comparisons above capacity: {counts['over_capacity']}"
+    )
     if counts["judgments"] != done or counts["over_capacity"]:
         raise SystemExit(f"{name}: database does not match the cycles run")
     return phases
@@ -245,9 +318,13 @@ def bench_backend(name: str, db_url: str, args: argparse.Namespace, workdir: Pat
 def report(name: str, p: Phase) -> None:
     ms = [x * 1000 for x in p.latencies]
     rate = len(ms) / p.wall if p.wall else 0.0
-    print(f"  {name:<10} N={p.n:<3} cycles={len(ms):<5} {rate:8.1f} cycles/s   "
-          f"p50={percentile(ms, 50):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  p99={percentile(ms, 99):7.1f} ms"
-          f"  errors={len(p.errors)}", flush=True)
+    print(
+        f"  {name:<10} N={p.n:<3} cycles={len(ms):<5} {rate:8.1f} cycles/s   "
+        f"p50={percentile(ms, 50):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  "
+        f"p99={percentile(ms, 99):7.1f} ms"
+        f"  errors={len(p.errors)}",
+        flush=True,
+    )
     for e in p.errors[:3]:
         print(f"    error: {e}")
 
@@ -271,20 +348,29 @@ def drop_pg_database(admin_url: str, name: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 8, 32], help="concurrent annotators per phase")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[1, 8, 32], help="concurrent annotators per phase"
+    )
     parser.add_argument("--cycles", type=int, default=25, help="submit->next cycles per annotator")
     parser.add_argument("--comparisons", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per process")
-    parser.add_argument("--postgres-url", default=os.environ.get("TEST_POSTGRES_URL")
-                        or "postgres://postgres@127.0.0.1:55432/postgres",
-                        help="a server where the benchmark may create and drop its own database")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TEST_POSTGRES_URL")
+        or "postgres://postgres@127.0.0.1:55432/postgres",
+        help="a server where the benchmark may create and drop its own database",
+    )
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite peer")
     args = parser.parse_args()
 
-    print(f"labeling load: N={args.n}, {args.cycles} cycles each, gunicorn gthread "
-          f"{args.workers}x{args.threads}, {os.cpu_count()} CPUs shared with the load generator")
+    print(
+        f"labeling load: N={args.n}, {args.cycles} cycles each, gunicorn gthread "
+        f"{args.workers}x{args.threads}, {os.cpu_count()} CPUs shared with the load generator"
+    )
     results: dict[str, dict[int, Phase]] = {}
     with tempfile.TemporaryDirectory(prefix="labeling-load-") as tmp:
         workdir = Path(tmp)
@@ -294,7 +380,9 @@ def main() -> None:
         finally:
             drop_pg_database(args.postgres_url, name)
         if not args.no_sqlite:
-            results["sqlite"] = bench_backend("sqlite", f"sqlite:///{workdir / 'bench.sqlite3'}", args, workdir)
+            results["sqlite"] = bench_backend(
+                "sqlite", f"sqlite:///{workdir / 'bench.sqlite3'}", args, workdir
+            )
 
     if "sqlite" in results:
         print("throughput ratio postgres / sqlite:")

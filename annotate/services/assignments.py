@@ -24,6 +24,7 @@ settings open every transaction with BEGIN IMMEDIATE, which serializes writers
 
 Every function issues a fixed number of queries, whatever the project's size.
 """
+
 from __future__ import annotations
 
 import random
@@ -66,7 +67,9 @@ def _random_source(*, project: Project, annotator: User) -> random.Random:
     return seeded_random(seed=seed, project_id=project.pk, annotator_id=annotator.pk, served=served)
 
 
-def seeded_random(*, seed: int | str, project_id: int, annotator_id: int, served: int) -> random.Random:
+def seeded_random(
+    *, seed: int | str, project_id: int, annotator_id: int, served: int
+) -> random.Random:
     """The stream `_random_source` uses for an annotator's `served`-th item."""
     return random.Random(f"{seed}:{project_id}:{annotator_id}:{served}")
 
@@ -80,7 +83,9 @@ def _reclaim(*, project: Project | None, now: datetime, limit: int) -> int:
     stale = Assignment.objects.filter(status=Assignment.Status.OPEN, lease_expires_at__lte=now)
     if project is not None:
         stale = stale.filter(project=project)
-    rows = list(stale.select_for_update(skip_locked=True).values_list("pk", "comparison_id")[:limit])
+    rows = list(
+        stale.select_for_update(skip_locked=True).values_list("pk", "comparison_id")[:limit]
+    )
     if not rows:
         return 0
     Assignment.objects.filter(pk__in=[pk for pk, _ in rows]).update(
@@ -99,8 +104,9 @@ def _reclaim(*, project: Project | None, now: datetime, limit: int) -> int:
 
 
 @transaction.atomic
-def assignment_expire_stale(*, project: Project | None = None, now: datetime | None = None,
-                            limit: int = RECLAIM_BATCH) -> int:
+def assignment_expire_stale(
+    *, project: Project | None = None, now: datetime | None = None, limit: int = RECLAIM_BATCH
+) -> int:
     """Reclaim expired leases (all projects when `project` is None); returns how many."""
     return _reclaim(project=project, now=now or timezone.now(), limit=limit)
 
@@ -125,8 +131,13 @@ def _pick(*, project: Project, annotator: User, gold: bool) -> Comparison | None
 
 
 @transaction.atomic
-def assignment_next(*, project: Project, annotator: User, now: datetime | None = None,
-                    rng: random.Random | None = None) -> Assignment | None:
+def assignment_next(
+    *,
+    project: Project,
+    annotator: User,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> Assignment | None:
     """The annotator's current open assignment, or a new one; None when done.
 
     An open assignment whose lease has not run out is returned again (a page
@@ -137,7 +148,10 @@ def assignment_next(*, project: Project, annotator: User, now: datetime | None =
     _reclaim(project=project, now=now, limit=RECLAIM_BATCH)
     current = (
         Assignment.objects.filter(
-            project=project, annotator=annotator, status=Assignment.Status.OPEN, lease_expires_at__gt=now
+            project=project,
+            annotator=annotator,
+            status=Assignment.Status.OPEN,
+            lease_expires_at__gt=now,
         )
         .select_related("comparison")
         .order_by("shown_at", "pk")
@@ -170,23 +184,39 @@ def assignment_next(*, project: Project, annotator: User, now: datetime | None =
 
 
 @transaction.atomic
-def assignment_skip(*, project: Project, annotator: User, assignment_id: int, reason: str,
-                    now: datetime | None = None) -> Assignment:
+def assignment_skip(
+    *,
+    project: Project,
+    annotator: User,
+    assignment_id: int,
+    reason: str,
+    now: datetime | None = None,
+) -> Assignment:
     """Give an open assignment back with a reason; its slot returns to the pool.
 
     Idempotent: skipping a skipped (or already expired) assignment changes
     nothing. The row stays, so this annotator is never offered it again.
     """
     now = now or timezone.now()
-    assignment = lock_own_assignment(project=project, annotator=annotator, assignment_id=assignment_id)
+    assignment = lock_own_assignment(
+        project=project, annotator=annotator, assignment_id=assignment_id
+    )
     if assignment.status == Assignment.Status.SUBMITTED:
-        raise LabelingError("already_submitted", "You already submitted this comparison; it cannot be skipped now.")
+        raise LabelingError(
+            "already_submitted", "You already submitted this comparison; it cannot be skipped now."
+        )
     if assignment.status == Assignment.Status.OPEN:
         Assignment.objects.filter(pk=assignment.pk).update(
             status=Assignment.Status.SKIPPED, closed_at=now, skip_reason=reason[:200]
         )
-        Comparison.objects.filter(pk=assignment.comparison_id).update(slots_taken=F("slots_taken") - 1)
-        assignment.status, assignment.closed_at, assignment.skip_reason = Assignment.Status.SKIPPED, now, reason[:200]
+        Comparison.objects.filter(pk=assignment.comparison_id).update(
+            slots_taken=F("slots_taken") - 1
+        )
+        assignment.status, assignment.closed_at, assignment.skip_reason = (
+            Assignment.Status.SKIPPED,
+            now,
+            reason[:200],
+        )
     return assignment
 
 
@@ -205,7 +235,9 @@ def lock_own_assignment(*, project: Project, annotator: User, assignment_id: int
     if assignment is None:
         raise LabelingError("not_found", "That comparison does not exist in this project.")
     if assignment.annotator_id != annotator.pk:
-        raise LabelingError("not_yours", "That comparison is assigned to someone else; nothing was recorded.")
+        raise LabelingError(
+            "not_yours", "That comparison is assigned to someone else; nothing was recorded."
+        )
     return assignment
 
 
@@ -216,8 +248,9 @@ class Progress:
     remaining: int
 
 
-def annotator_progress(*, annotator: User, project_ids: list[int],
-                       now: datetime | None = None) -> dict[int, Progress]:
+def annotator_progress(
+    *, annotator: User, project_ids: list[int], now: datetime | None = None
+) -> dict[int, Progress]:
     """Per project: current judgments today / in total, and items still available to this annotator.
 
     "Today" is the calendar day in the server's time zone. Three queries for
@@ -235,7 +268,9 @@ def annotator_progress(*, annotator: User, project_ids: list[int],
     }
     seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
     available = dict(
-        Comparison.objects.filter(project_id__in=project_ids, slots_taken__lt=F("project__overlap") + F("extra_overlap"))
+        Comparison.objects.filter(
+            project_id__in=project_ids, slots_taken__lt=F("project__overlap") + F("extra_overlap")
+        )
         .filter(~Exists(seen))
         .values("project_id")
         .annotate(n=Count("pk"))
@@ -243,7 +278,10 @@ def annotator_progress(*, annotator: User, project_ids: list[int],
     )
     open_now = dict(
         Assignment.objects.filter(
-            annotator=annotator, project_id__in=project_ids, status=Assignment.Status.OPEN, lease_expires_at__gt=now
+            annotator=annotator,
+            project_id__in=project_ids,
+            status=Assignment.Status.OPEN,
+            lease_expires_at__gt=now,
         )
         .values("project_id")
         .annotate(n=Count("pk"))

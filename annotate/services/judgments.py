@@ -19,6 +19,7 @@ Late answers (documented policy):
   slot went to someone else it is refused with ``LabelingError("lease_lost")``
   and a message saying so. Never a server error.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -61,8 +62,9 @@ def canonical_side(side: str, *, swapped: bool) -> str:
     return _FLIP[side] if swapped else side
 
 
-def _validated(*, project: Project, overall: int, axes: Mapping[str, str], flags: Sequence[str],
-               rationale: str) -> tuple[int, dict[str, str], list[str], str]:
+def _validated(
+    *, project: Project, overall: int, axes: Mapping[str, str], flags: Sequence[str], rationale: str
+) -> tuple[int, dict[str, str], list[str], str]:
     errors: dict[str, str] = {}
     limit = project.max_strength
     if not isinstance(overall, int) or isinstance(overall, bool) or abs(overall) > limit:
@@ -114,13 +116,21 @@ def judgment_submit(
     did its own un-swapping).
     """
     now = now or timezone.now()
-    assignment = lock_own_assignment(project=project, annotator=annotator, assignment_id=assignment_id)
+    assignment = lock_own_assignment(
+        project=project, annotator=annotator, assignment_id=assignment_id
+    )
     if assignment.status == Assignment.Status.SUBMITTED:
-        existing = Judgment.objects.filter(assignment=assignment, superseded_at__isnull=True).first()
+        existing = Judgment.objects.filter(
+            assignment=assignment, superseded_at__isnull=True
+        ).first()
         if existing is not None:
-            return SubmitOutcome(judgment=existing, created=False, over_budget=existing.over_budget, late=False)
+            return SubmitOutcome(
+                judgment=existing, created=False, over_budget=existing.over_budget, late=False
+            )
     if assignment.status == Assignment.Status.SKIPPED:
-        raise LabelingError("skipped", "You skipped this comparison, so this answer was not recorded.")
+        raise LabelingError(
+            "skipped", "You skipped this comparison, so this answer was not recorded."
+        )
 
     overall, axes_clean, flags_clean, rationale = _validated(
         project=project, overall=overall, axes=axes, flags=flags, rationale=rationale
@@ -167,7 +177,9 @@ def judgment_submit(
         active_ms=active_ms,
         over_budget=over_budget,
     )
-    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.SUBMITTED, closed_at=now)
+    Assignment.objects.filter(pk=assignment.pk).update(
+        status=Assignment.Status.SUBMITTED, closed_at=now
+    )
     return SubmitOutcome(judgment=judgment, created=True, over_budget=over_budget, late=late)
 
 
@@ -189,11 +201,18 @@ def judgment_correct(
     (the author, or a lead of the project).
     """
     now = now or timezone.now()
-    old = Judgment.objects.select_for_update(of=("self",)).select_related("project").filter(pk=judgment_id).first()
+    old = (
+        Judgment.objects.select_for_update(of=("self",))
+        .select_related("project")
+        .filter(pk=judgment_id)
+        .first()
+    )
     if old is None:
         raise LabelingError("not_found", "That judgment does not exist.")
     if old.superseded_at is not None:
-        raise LabelingError("superseded", "That judgment was already corrected; correct the newest version.")
+        raise LabelingError(
+            "superseded", "That judgment was already corrected; correct the newest version."
+        )
     overall, axes_clean, flags_clean, rationale = _validated(
         project=old.project, overall=overall, axes=axes, flags=flags, rationale=rationale
     )

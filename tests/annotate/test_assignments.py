@@ -1,4 +1,5 @@
 """Assignment and judgment services: fairness, capacity, gold, orientation, leases."""
+
 from __future__ import annotations
 
 import random
@@ -21,6 +22,7 @@ from tests.factories import ComparisonFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
+
 @pytest.fixture(autouse=True)
 def fast_passwords(settings) -> None:
     # PBKDF2 at its production cost dominates these tests' run time.
@@ -38,8 +40,14 @@ def annotators(project, n: int) -> list:
 
 
 def submit(project, user, assignment, overall: int = -2, axes: dict | None = None, **kw):
-    return judgment_submit(project=project, annotator=user, assignment_id=assignment.pk, overall=overall,
-                           axes=axes or AXES_A, **kw)
+    return judgment_submit(
+        project=project,
+        annotator=user,
+        assignment_id=assignment.pk,
+        overall=overall,
+        axes=axes or AXES_A,
+        **kw,
+    )
 
 
 def slots(comparison: Comparison) -> int:
@@ -131,7 +139,9 @@ def test_swap_is_random_per_assignment_and_judgments_are_canonical(project) -> N
     for _ in range(40):
         a = assignment_next(project=project, annotator=user, rng=rng)
         # On screen: left (displayed A) much better, helpful left, harmless right.
-        outcome = submit(project, user, a, overall=-3, axes={"helpful": "A", "truthful": "tie", "harmless": "B"})
+        outcome = submit(
+            project, user, a, overall=-3, axes={"helpful": "A", "truthful": "tie", "harmless": "B"}
+        )
         j = outcome.judgment
         flags.append(a.swapped)
         assert j.swapped == a.swapped
@@ -167,7 +177,9 @@ def test_foreign_skipped_and_unknown_assignments_are_refused(project, alice, bob
         submit(project, bob, a)
     assert err.value.code == "not_yours"
     with pytest.raises(LabelingError) as err:
-        judgment_submit(project=project, annotator=alice, assignment_id=999999, overall=0, axes=AXES_A)
+        judgment_submit(
+            project=project, annotator=alice, assignment_id=999999, overall=0, axes=AXES_A
+        )
     assert err.value.code == "not_found"
     assignment_skip(project=project, annotator=alice, assignment_id=a.pk, reason="broken")
     with pytest.raises(LabelingError) as err:
@@ -183,9 +195,18 @@ def test_invalid_answers_are_refused_with_field_errors(project, alice) -> None:
     a = assignment_next(project=project, annotator=alice)
     with pytest.raises(JudgmentInvalid) as err:
         submit(project, alice, a, overall=4, axes={"helpful": "A", "bogus": "B"}, flags=["nope"])
-    assert set(err.value.errors) == {"overall", "axis-truthful", "axis-harmless", "axes", "flags", "rationale"}
+    assert set(err.value.errors) == {
+        "overall",
+        "axis-truthful",
+        "axis-harmless",
+        "axes",
+        "flags",
+        "rationale",
+    }
     assert Judgment.objects.count() == 0
-    j = submit(project, alice, a, rationale=" A is right. ", flags=["unsafe", "hallucination", "unsafe"]).judgment
+    j = submit(
+        project, alice, a, rationale=" A is right. ", flags=["unsafe", "hallucination", "unsafe"]
+    ).judgment
     assert j.rationale == "A is right." and j.flags == ["hallucination", "unsafe"]
 
 
@@ -195,9 +216,13 @@ def test_skip_releases_the_slot_but_blocks_the_annotator(project, alice, bob) ->
     c = ComparisonFactory(project=project)
     a = assignment_next(project=project, annotator=alice)
     assert slots(c) == 1
-    skipped = assignment_skip(project=project, annotator=alice, assignment_id=a.pk, reason="unclear_prompt")
+    skipped = assignment_skip(
+        project=project, annotator=alice, assignment_id=a.pk, reason="unclear_prompt"
+    )
     assert skipped.status == "skipped" and slots(c) == 0
-    assignment_skip(project=project, annotator=alice, assignment_id=a.pk, reason="again")  # idempotent
+    assignment_skip(
+        project=project, annotator=alice, assignment_id=a.pk, reason="again"
+    )  # idempotent
     assert slots(c) == 0
     assert assignment_next(project=project, annotator=alice) is None
     assert assignment_next(project=project, annotator=bob).comparison_id == c.pk
@@ -235,7 +260,9 @@ def test_late_submit_after_slot_went_elsewhere_is_refused(project, alice, bob) -
     t0 = timezone.now()
     a = assignment_next(project=project, annotator=alice, now=t0)
     later = t0 + timedelta(seconds=project.lease_s + 1)
-    b = assignment_next(project=project, annotator=bob, now=later)  # reclaims alice's lease, takes the slot
+    b = assignment_next(
+        project=project, annotator=bob, now=later
+    )  # reclaims alice's lease, takes the slot
     assert b.comparison_id == c.pk and slots(c) == 1
     with pytest.raises(LabelingError) as err:
         submit(project, alice, a, now=later)

@@ -10,6 +10,7 @@
 * without JavaScript the same form works (plain POST + redirect);
 * screenshots at 1280x800 and 390x844 land in test-output/.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,14 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (Python
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "pw-for-tests-1"
 
 
@@ -60,8 +67,9 @@ def logged_in_context(browser, live_server, user, **kwargs):
     client = Client()
     client.force_login(user)
     context = browser.new_context(**kwargs)
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                          "url": live_server.url}])
+    context.add_cookies(
+        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
     return context
 
 
@@ -80,20 +88,36 @@ def wait_for_new_item(page, old: str) -> None:
 def seed_with_both_orientations(project_id: int, annotator_id: int) -> tuple[int, list[bool]]:
     """A seed whose first three draws show at least one item swapped and one not."""
     for seed in range(1000):
-        pattern = [seeded_random(seed=seed, project_id=project_id, annotator_id=annotator_id, served=k).random() < 0.5
-                   for k in range(3)]
+        pattern = [
+            seeded_random(
+                seed=seed, project_id=project_id, annotator_id=annotator_id, served=k
+            ).random()
+            < 0.5
+            for k in range(3)
+        ]
         if pattern[0] is False and any(pattern):
             return seed, pattern
     raise AssertionError("no seed found")
 
 
-def test_keyboard_only_session_three_comparisons(browser, live_server, settings, test_output) -> None:
-    project = ProjectFactory(slug="kb", name="Keyboard run", time_budget_s=300,
-                             guidelines="Prefer the **accurate** answer.")
+def test_keyboard_only_session_three_comparisons(
+    browser, live_server, settings, test_output
+) -> None:
+    project = ProjectFactory(
+        slug="kb",
+        name="Keyboard run",
+        time_budget_s=300,
+        guidelines="Prefer the **accurate** answer.",
+    )
     user = annotator(project, "alice")
     comparisons = [
-        ComparisonFactory(project=project, external_id=f"k{i}", prompt=f"Question {i}?",
-                          response_a=f"Alpha answer {i}: *canonical A*.", response_b=f"Bravo answer {i}: canonical B.")
+        ComparisonFactory(
+            project=project,
+            external_id=f"k{i}",
+            prompt=f"Question {i}?",
+            response_a=f"Alpha answer {i}: *canonical A*.",
+            response_b=f"Bravo answer {i}: canonical B.",
+        )
         for i in range(4)
     ]
     seed, pattern = seed_with_both_orientations(project.pk, user.pk)
@@ -120,13 +144,19 @@ def test_keyboard_only_session_three_comparisons(browser, live_server, settings,
     assert not dialog.is_visible()
 
     # Responses side by side at 1280 px; screenshot.
-    left, right = page.locator("#response-A").bounding_box(), page.locator("#response-B").bounding_box()
+    left, right = (
+        page.locator("#response-A").bounding_box(),
+        page.locator("#response-B").bounding_box(),
+    )
     assert abs(left["y"] - right["y"]) < 2 and right["x"] > left["x"] + left["width"] - 1
     page.keyboard.press("g")  # open the guidelines for the picture
     page.screenshot(path=str(test_output / "label-1280x800.png"))
     page.keyboard.press("g")
     page.set_viewport_size({"width": 390, "height": 844})
-    left, right = page.locator("#response-A").bounding_box(), page.locator("#response-B").bounding_box()
+    left, right = (
+        page.locator("#response-A").bounding_box(),
+        page.locator("#response-B").bounding_box(),
+    )
     assert right["y"] >= left["y"] + left["height"] - 1  # stacked on a phone
     page.screenshot(path=str(test_output / "label-390x844.png"))
     page.screenshot(path=str(test_output / "label-390x844-full.png"), full_page=True)
@@ -186,21 +216,31 @@ def test_keyboard_only_session_three_comparisons(browser, live_server, settings,
 HOSTILE = (
     "Here is a script: <script>window.__pwned = 'script'</script>\n\n"
     "An image: <img src=x onerror=\"window.__pwned = 'img'\">\n\n"
-    "A link: [click me](javascript:window.__pwned='link') and <a href=\"javascript:window.__pwned='a'\">raw</a>\n\n"
+    "A link: [click me](javascript:window.__pwned='link') and "
+    "<a href=\"javascript:window.__pwned='a'\">raw</a>\n\n"
     "An autolink: <javascript:window.__pwned='auto'>"
 )
 
 
-def test_hostile_model_output_does_not_execute_and_stays_readable(browser, live_server, test_output) -> None:
+def test_hostile_model_output_does_not_execute_and_stays_readable(
+    browser, live_server, test_output
+) -> None:
     project = ProjectFactory(slug="xss", name="XSS", time_budget_s=1, lease_grace_s=600)
     user = annotator(project, "mallory-target")
-    ComparisonFactory(project=project, prompt="<script>window.__pwned='prompt'</script>Say hi",
-                      response_a=HOSTILE, response_b=HOSTILE,
-                      prompt_messages=[{"role": "user", "content": "<img src=x onerror=\"window.__pwned='chat'\">hi"}])
+    ComparisonFactory(
+        project=project,
+        prompt="<script>window.__pwned='prompt'</script>Say hi",
+        response_a=HOSTILE,
+        response_b=HOSTILE,
+        prompt_messages=[
+            {"role": "user", "content": "<img src=x onerror=\"window.__pwned='chat'\">hi"}
+        ],
+    )
     # bypass_csp: the page's Content-Security-Policy would block inline script
     # on its own; switch it off so this test proves the sanitizer alone suffices.
-    context = logged_in_context(browser, live_server, user, viewport={"width": 1280, "height": 800},
-                                bypass_csp=True)
+    context = logged_in_context(
+        browser, live_server, user, viewport={"width": 1280, "height": 800}, bypass_csp=True
+    )
     page = context.new_page()
     response = page.goto(f"{live_server.url}/projects/xss/label/")
     assert "script-src 'self'" in response.headers["content-security-policy"]
@@ -224,7 +264,9 @@ def test_hostile_model_output_does_not_execute_and_stays_readable(browser, live_
     assert page.locator(".turn-user .raw").inner_text().startswith("<img src=x")
 
     # The budget is 1 s: the countdown says when time is up; a late answer is kept, over budget.
-    page.wait_for_function("() => document.querySelector('.timer-msg').textContent.includes('Time is up')")
+    page.wait_for_function(
+        "() => document.querySelector('.timer-msg').textContent.includes('Time is up')"
+    )
     assert page.locator(".timer.over").count() == 1
     page.screenshot(path=str(test_output / "label-hostile-1280x800.png"))
     aid = current_assignment(page)

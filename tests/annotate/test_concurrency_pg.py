@@ -4,6 +4,7 @@ Run with `DATABASE_URL=$TEST_POSTGRES_URL` (the Makefile's PostgreSQL pass and
 .ci/run do): pytest-django then creates its test database on that server.
 Each thread gets its own connection (Django connections are per thread).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,9 @@ def require_postgres() -> None:
         return
     if os.environ.get("CI") == "true" and not os.environ.get("TEST_POSTGRES_URL"):
         pytest.fail("CI must run the concurrency test on PostgreSQL: set TEST_POSTGRES_URL")
-    pytest.skip("needs PostgreSQL: run with DATABASE_URL=$TEST_POSTGRES_URL (make test does when it is set)")
+    pytest.skip(
+        "needs PostgreSQL: run with DATABASE_URL=$TEST_POSTGRES_URL (make test does when it is set)"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -45,10 +48,17 @@ def fast_passwords(settings) -> None:
 def test_twenty_annotators_fifty_cycles_overlap_three() -> None:
     project = ProjectFactory(slug="race", overlap=OVERLAP, gold_rate=0.1)
     Comparison.objects.bulk_create(
-        Comparison(project=project, external_id=f"r{i}", content_hash=f"h{i}", prompt=f"q{i}",
-                   response_a=f"a{i}", response_b=f"b{i}", gold=(-1 if i % 12 == 0 else None),
-                   # A few were sent back by a lead: capacity 4.
-                   extra_overlap=(1 if i % 50 == 7 else 0))
+        Comparison(
+            project=project,
+            external_id=f"r{i}",
+            content_hash=f"h{i}",
+            prompt=f"q{i}",
+            response_a=f"a{i}",
+            response_b=f"b{i}",
+            gold=(-1 if i % 12 == 0 else None),
+            # A few were sent back by a lead: capacity 4.
+            extra_overlap=(1 if i % 50 == 7 else 0),
+        )
         for i in range(COMPARISONS)
     )
     users = [UserFactory(username=f"racer{i}") for i in range(ANNOTATORS)]
@@ -70,24 +80,38 @@ def test_twenty_annotators_fifty_cycles_overlap_three() -> None:
                 a = assignment_next(project=project, annotator=user, rng=rng)
                 assert a is not None, f"{user} ran out of work after {done} cycles"
                 if rng.random() < 0.08:  # now and then a skip with a reason
-                    assignment_skip(project=project, annotator=user, assignment_id=a.pk, reason="broken")
+                    assignment_skip(
+                        project=project, annotator=user, assignment_id=a.pk, reason="broken"
+                    )
                     continue
-                answer = {"overall": rng.randint(-3, 3),
-                          "axes": {ax: rng.choice(["A", "tie", "B"]) for ax in project.rubric_axes}}
-                outcome = judgment_submit(project=project, annotator=user, assignment_id=a.pk, **answer)
+                answer = {
+                    "overall": rng.randint(-3, 3),
+                    "axes": {ax: rng.choice(["A", "tie", "B"]) for ax in project.rubric_axes},
+                }
+                outcome = judgment_submit(
+                    project=project, annotator=user, assignment_id=a.pk, **answer
+                )
                 assert outcome.created
                 submitted[user.pk].append(a.pk)
                 if rng.random() < 0.1:  # a double POST
-                    again = judgment_submit(project=project, annotator=user, assignment_id=a.pk, **answer)
+                    again = judgment_submit(
+                        project=project, annotator=user, assignment_id=a.pk, **answer
+                    )
                     assert not again.created and again.judgment.pk == outcome.judgment.pk
                     repeats[user.pk] += 1
                 done += 1
-        except (AssertionError, LabelingError, Exception) as exc:  # reported below, with the thread's name
+        except (
+            AssertionError,
+            LabelingError,
+            Exception,
+        ) as exc:  # reported below, with the thread's name
             errors.append(exc)
         finally:
             connections.close_all()  # this thread's connection
 
-    threads = [threading.Thread(target=work, args=(i,), name=f"annotator-{i}") for i in range(ANNOTATORS)]
+    threads = [
+        threading.Thread(target=work, args=(i,), name=f"annotator-{i}") for i in range(ANNOTATORS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -105,8 +129,12 @@ def test_twenty_annotators_fifty_cycles_overlap_three() -> None:
     assert not Assignment.objects.filter(pk__in=all_submitted).exclude(status="submitted").exists()
 
     # No duplicate (comparison, annotator).
-    dupes = (Assignment.objects.filter(project=project).values("comparison", "annotator")
-             .annotate(n=Count("pk")).filter(n__gt=1))
+    dupes = (
+        Assignment.objects.filter(project=project)
+        .values("comparison", "annotator")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+    )
     assert not dupes.exists()
 
     # Never above capacity, and the denormalised counter matches the truth.

@@ -1,4 +1,5 @@
 """Label screen over HTTP: permissions, htmx vs plain POST, errors, query counts."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,13 @@ from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}
-ANSWER = {"axis-helpful": "A", "axis-truthful": "tie", "axis-harmless": "B", "overall": "2", "active_ms": "1500"}
+ANSWER = {
+    "axis-helpful": "A",
+    "axis-truthful": "tie",
+    "axis-harmless": "B",
+    "overall": "2",
+    "active_ms": "1500",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +59,9 @@ def test_login_page_and_home_progress(client, project, alice) -> None:
 def test_ai_annotator_cannot_log_in(client, project) -> None:
     judge = UserFactory(username="gpt-judge", kind=User.Kind.AI)
     MembershipFactory(project=project, user=judge)
-    response = client.post(reverse("login"), {"username": "gpt-judge", "password": "pw-for-tests-1"})
+    response = client.post(
+        reverse("login"), {"username": "gpt-judge", "password": "pw-for-tests-1"}
+    )
     assert response.status_code == 200 and "cannot log in" in response.content.decode()
     assert client.get(label_url(project)).status_code == 302  # still anonymous -> login
 
@@ -85,19 +94,26 @@ def test_label_page_structure_and_accessibility(alice_client, project) -> None:
     assert html.count('type="radio" name="overall"') == 7
     assert all(label in html for label in project.scale)
     a = open_assignment(project.memberships.get(role="annotator").user)
-    left, right = ("beta text", "<strong>alpha</strong> text") if a.swapped else ("<strong>alpha</strong> text", "beta text")
+    left, right = (
+        ("beta text", "<strong>alpha</strong> text")
+        if a.swapped
+        else ("<strong>alpha</strong> text", "beta text")
+    )
     assert html.index(left) < html.index(right)
     # Nothing says which side is canonical, nor that this is a gold item.
     assert "gold" not in html.lower() and "swapped" not in html.lower()
 
 
 def test_chat_prompt_shown_as_conversation(alice_client, project) -> None:
-    ComparisonFactory(project=project, prompt_messages=[
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi *there*"},
-        {"role": "assistant", "content": "Hello"},
-        {"role": "user", "content": "Capital of France?"},
-    ])
+    ComparisonFactory(
+        project=project,
+        prompt_messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi *there*"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Capital of France?"},
+        ],
+    )
     html = alice_client.get(label_url(project)).content.decode()
     assert html.count('class="turn turn-') == 4
     assert "turn-system" in html and "<em>there</em>" in html
@@ -107,7 +123,9 @@ def test_htmx_submit_swaps_in_next_item(alice_client, project, alice) -> None:
     ComparisonFactory.create_batch(2, project=project)
     alice_client.get(label_url(project))
     first = open_assignment(alice)
-    response = alice_client.post(reverse("label-submit", args=[project.slug, first.pk]), ANSWER, **HX)
+    response = alice_client.post(
+        reverse("label-submit", args=[project.slug, first.pk]), ANSWER, **HX
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and "Saved." in html
@@ -171,16 +189,22 @@ def test_rationale_required_when_the_project_says_so(alice_client, project, alic
     assert Judgment.objects.get().rationale == "B invents a date."
 
 
-def test_foreign_or_expired_assignment_gets_a_message_not_a_500(alice_client, project, alice, bob) -> None:
+def test_foreign_or_expired_assignment_gets_a_message_not_a_500(
+    alice_client, project, alice, bob
+) -> None:
     project.overlap = 1
     project.save()
     ComparisonFactory.create_batch(2, project=project)
     bobs = assignment_next(project=project, annotator=bob)
-    response = alice_client.post(reverse("label-submit", args=[project.slug, bobs.pk]), ANSWER, **HX)
+    response = alice_client.post(
+        reverse("label-submit", args=[project.slug, bobs.pk]), ANSWER, **HX
+    )
     assert response.status_code == 200 and "assigned to someone else" in response.content.decode()
     # Alice's lease runs out; carol's next request reclaims it and takes the only free slot.
     a = open_assignment(alice)
-    Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    Assignment.objects.filter(pk=a.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     carol = UserFactory(username="carol")
     MembershipFactory(project=project, user=carol, role=Membership.Role.ANNOTATOR)
     assert assignment_next(project=project, annotator=carol).comparison_id == a.comparison_id
@@ -200,7 +224,9 @@ def test_skip_with_reason(alice_client, project, alice) -> None:
     url = reverse("label-skip", args=[project.slug, a.pk])
     html = alice_client.post(url, {"reason": "other"}, **HX).content.decode()
     assert "Say briefly why" in html and Assignment.objects.get(pk=a.pk).status == "open"
-    html = alice_client.post(url, {"reason": "other", "note": "foreign language"}, **HX).content.decode()
+    html = alice_client.post(
+        url, {"reason": "other", "note": "foreign language"}, **HX
+    ).content.decode()
     a.refresh_from_db()
     assert a.status == "skipped" and a.skip_reason == "other: foreign language"
     assert "Skipped." in html and open_assignment(alice).pk != a.pk
@@ -212,10 +238,12 @@ def test_done_screen_when_nothing_left(alice_client, project) -> None:
 
 
 def test_markdown_rendering_is_sanitized() -> None:
-    html = str(render_markdown(
-        "<script>x()</script> <img src=x onerror=alert(1)> [a](javascript:alert(1)) "
-        "<a href='javascript:alert(2)'>b</a> ![i](http://tracker/p.png) [ok](https://example.org)"
-    ))
+    html = str(
+        render_markdown(
+            "<script>x()</script> <img src=x onerror=alert(1)> [a](javascript:alert(1)) "
+            "<a href='javascript:alert(2)'>b</a> ![i](http://tracker/p.png) [ok](https://example.org)"
+        )
+    )
     assert "<script" not in html and "<img" not in html and 'href="javascript' not in html.lower()
     assert "&lt;script&gt;x()&lt;/script&gt;" in html  # still readable
     assert '<a href="https://example.org" rel="noopener noreferrer nofollow">ok</a>' in html
@@ -224,14 +252,22 @@ def test_markdown_rendering_is_sanitized() -> None:
 
 # --- constant query counts --------------------------------------------------
 
+
 def _make_project(size: int):
     project = ProjectFactory(slug=f"size-{size}", overlap=3)
     user = UserFactory(username=f"worker-{size}")
     MembershipFactory(project=project, user=user, role=Membership.Role.ANNOTATOR)
     others = [UserFactory(username=f"other-{size}-{i}") for i in range(2)]
     Comparison.objects.bulk_create(
-        Comparison(project=project, external_id=f"s{size}-{i}", content_hash=f"{size}-{i}", prompt=f"q{i}",
-                   response_a=f"a{i}", response_b=f"b{i}", gold=(1 if i % 10 == 0 else None))
+        Comparison(
+            project=project,
+            external_id=f"s{size}-{i}",
+            content_hash=f"{size}-{i}",
+            prompt=f"q{i}",
+            response_a=f"a{i}",
+            response_b=f"b{i}",
+            gold=(1 if i % 10 == 0 else None),
+        )
         for i in range(size)
     )
     # Half the project already has work on it, so the planner sees a mix.
@@ -239,7 +275,9 @@ def _make_project(size: int):
     now = timezone.now()
     for other in others:
         Assignment.objects.bulk_create(
-            Assignment(project=project, comparison=c, annotator=other, status="submitted", shown_at=now)
+            Assignment(
+                project=project, comparison=c, annotator=other, status="submitted", shown_at=now
+            )
             for c in comparisons
         )
     Comparison.objects.filter(pk__in=[c.pk for c in comparisons]).update(slots_taken=2)
@@ -263,9 +301,13 @@ def test_next_and_submit_query_counts_do_not_grow_with_project_size(client) -> N
         first = _queries(client, "get", label_url(project))  # creates the first assignment
         resume = _queries(client, "get", label_url(project))  # resumes it
         a = Assignment.objects.get(annotator=user, status="open")
-        submit = _queries(client, "post", reverse("label-submit", args=[project.slug, a.pk]), ANSWER)
+        submit = _queries(
+            client, "post", reverse("label-submit", args=[project.slug, a.pk]), ANSWER
+        )
         b = Assignment.objects.get(annotator=user, status="open")
-        skip = _queries(client, "post", reverse("label-skip", args=[project.slug, b.pk]), {"reason": "broken"})
+        skip = _queries(
+            client, "post", reverse("label-skip", args=[project.slug, b.pk]), {"reason": "broken"}
+        )
         counts[size] = (first, resume, submit, skip)
     print("queries (first next, resume, submit+next, skip+next):", counts)
     assert counts[10] == counts[500], counts
