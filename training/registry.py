@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import LoopConfig, RewardConfig
+from training.config import LoopConfig, PPOConfig, RewardConfig
 
 
 class DataSpecError(ValueError):
@@ -38,15 +38,35 @@ def _reward_runner() -> Callable[..., Any]:
     return run
 
 
+def _ppo_runner() -> Callable[..., Any]:
+    from training.trainers.ppo import run_registry  # lazy; maps train_pairs/eval_pairs to prompts
+
+    return run_registry
+
+
+DataResolver = Callable[[str], tuple[list[Any], list[Any] | None, dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class Kind:
     config: type[LoopConfig]
     runner: Callable[[], Callable[..., Any]]  # returns the trainer's run(); imports it lazily
     help: str
+    # How the kind's data spec is read: None means `resolve_data` (preference pairs). PPO reads
+    # prompts (`resolve_prompts`) and names its flag `--prompts`.
+    resolver: DataResolver | None = None
+    data_flag: str = "data"
+    unit: str = "pairs"
+
+    def resolve(self, spec: str) -> tuple[list[Any], list[Any] | None, dict[str, Any]]:
+        """(train items, held-out items or None, provenance) for a data spec of this kind."""
+        return (self.resolver or resolve_data)(spec)
 
 
 KINDS: dict[str, Kind] = {
     "reward": Kind(RewardConfig, _reward_runner, "Bradley-Terry reward model"),
+    "ppo": Kind(PPOConfig, _ppo_runner, "PPO policy fine-tuning against a trained reward model",
+                resolver=lambda spec: resolve_prompts(spec), data_flag="prompts", unit="prompts"),
 }
 
 
@@ -75,3 +95,20 @@ def resolve_data(spec: str) -> tuple[list[Any], list[Any] | None, dict[str, Any]
         train, held = load_folder(path)
         return train, held, {"path": str(path.resolve())}
     return load_pairs(path), None, {"path": str(path.resolve())}
+
+
+def resolve_prompts(spec: str) -> tuple[list[str], list[str] | None, dict[str, Any]]:
+    """(prompts, held-out prompts or None, provenance) for PPO.
+
+    A file is read with `training.prompts.load_prompts` (a JSONL with `prompt`,
+    or any preference file: its prompts); an export folder or export id gives
+    the prompts of its train split and, held out, of its eval split.
+    """
+    from training.prompts import load_prompts, unique_prompts
+
+    path = Path(spec)
+    if path.is_file():
+        return load_prompts(path), None, {"path": str(path.resolve())}
+    train, held, info = resolve_data(spec)
+    held_prompts = unique_prompts([p.prompt for p in held]) if held else None
+    return unique_prompts([p.prompt for p in train]), held_prompts, info
