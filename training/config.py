@@ -326,3 +326,56 @@ class PPOConfig(LoopConfig):
 
 
 CONFIGS[PPOConfig.kind] = PPOConfig
+
+
+@dataclass(frozen=True)
+class DPOConfig(LoopConfig):
+    """Direct preference optimisation and its variants (`training/trainers/dpo.py`)."""
+
+    kind: ClassVar[str] = "dpo"
+
+    model: str = _f("SmolLM2-135M-Instruct", "Policy: a local folder, a cached hub name, or the packaged "
+                    "SmolLM2-135M-Instruct (converted once to a safetensors cache). The reference is the same "
+                    "weights, frozen.")
+    lr: float = _f(1e-6, "Peak learning rate of AdamW (DPO uses small rates; 5e-7 to 5e-6 is typical).",
+                   min=0.0, min_exclusive=True, max=1.0)
+    batch_size: int = _f(4, "Pairs per micro-batch (each pair is two sequences in one forward pass).",
+                         min=1, max=4096)
+    max_length: int = _f(512, "Tokens per prompt+completion; the prompt keeps its END (the turn answered) "
+                         "and at least half the budget, then the completion is cut.", min=8, max=32768)
+    beta: float = _f(0.1, "beta: strength of the KL anchor to the reference (DPO's temperature); for simpo "
+                     "the reward scale (2.0 is typical).", min=0.0, min_exclusive=True, max=100.0)
+    variant: str = _f("sigmoid", "Loss: sigmoid (DPO), ipo, hinge (SLiC), rdpo (length-regularised DPO) or "
+                      "simpo (reference-free, length-normalised).",
+                      choices=("sigmoid", "ipo", "hinge", "rdpo", "simpo"))
+    label_smoothing: float = _f(0.0, "cDPO: assumed share of flipped labels (sigmoid, rdpo, simpo).",
+                                min=0.0, max=0.49)
+    alpha: float = _f(0.0, "rdpo: weight of the length gap |y_w| - |y_l| (tokens) inside the sigmoid "
+                      "(Park et al. 2024 use 0.005-0.05 with beta 0.1).", min=0.0)
+    gamma: float = _f(0.5, "simpo: target reward margin (Meng et al. 2024 use gamma/beta around 0.5).",
+                      min=0.0)
+    reference: str = _f("precomputed", "precomputed: reference log-probs computed in one pass before "
+                        "training (no second model in memory); live: a frozen copy scores every batch. "
+                        "simpo uses no reference.",
+                        choices=("precomputed", "live"))
+    packing: bool = _f(True, "Padding-free batches (sequences concatenated, positions restarted) when the "
+                       "model's attention keeps them apart; checked once at start, else padded.")
+    eval_fraction: float = _f(0.1, "Share of pairs held out for evaluation (split by prompt) when no eval "
+                              "data is given.", min=0.0, max=0.9)
+    eval_batch_size: int = _f(8, "Pairs per evaluation / reference forward pass.", min=1, max=4096)
+    probe_prompts: int = _f(8, "Fixed eval prompts of the generation probe, run at every evaluation "
+                            "(0 disables it).", min=0, max=10000)
+    probe_max_new_tokens: int = _f(128, "Tokens the probe samples at most per prompt; reaching it without a "
+                                   "stop token counts as truncated.", min=1, max=32768)
+    probe_temperature: float = _f(1.0, "Sampling temperature of the probe (1 keeps gen/kl_seq unbiased; 0 is "
+                                  "greedy).", min=0.0, max=10.0)
+    probe_seed: int = _f(1234, "Seed of the probe's sampling, the same at every probe.", min=0)
+
+    def _cross_field_errors(self) -> dict[str, str]:
+        errors = super()._cross_field_errors()
+        if not self.model.strip():
+            errors["model"] = "must not be empty"
+        return errors
+
+
+CONFIGS[DPOConfig.kind] = DPOConfig

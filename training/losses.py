@@ -157,3 +157,120 @@ def ppo_value_loss(
             "val/error": masked_mean(err_unclipped.detach(), mask),
         }
     return loss, metrics
+
+
+# --- Direct preference optimisation -------------------------------------------------------------
+
+DPO_VARIANTS = ("sigmoid", "ipo", "hinge", "rdpo", "simpo")
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor | None,
+    ref_rejected_logps: Tensor | None,
+    *,
+    beta: float,
+    variant: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    alpha: float = 0.0,
+    chosen_lengths: Tensor | None = None,
+    rejected_lengths: Tensor | None = None,
+    gamma: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""Pairwise preference-optimisation losses on sequence log-probs (DPO and its variants).
+
+    Inputs are summed log-probs of the completion tokens only,
+    :math:`\log\pi(y|x) = \sum_t \log\pi(y_t | x, y_{<t})`, for the chosen
+    :math:`y_w` and rejected :math:`y_l` completion of each pair. With the
+    log-ratios :math:`\rho_w = \log\pi_\theta(y_w|x) - \log\pi_{ref}(y_w|x)`,
+    :math:`\rho_l` likewise, and :math:`h = \rho_w - \rho_l`:
+
+    - ``sigmoid`` -- DPO (Rafailov et al. 2023, eq. 7) with conservative
+      label smoothing :math:`\epsilon` (cDPO, Mitchell 2023: the label is
+      flipped with probability :math:`\epsilon`):
+      :math:`L = -(1-\epsilon)\log\sigma(\beta h) - \epsilon\log\sigma(-\beta h)`.
+    - ``ipo`` -- IPO (Azar et al. 2023, "A General Theoretical Paradigm to
+      Understand Learning from Human Preferences", eq. 17): regress the
+      log-ratio gap onto a finite target instead of pushing it to infinity,
+      :math:`L = (h - \frac{1}{2\beta})^2`, with :math:`\beta` the paper's
+      :math:`\tau` and sequence-level (summed) log-probs as in the paper.
+    - ``hinge`` -- SLiC-HF (Zhao et al. 2023, eq. 1 with :math:`\delta=1`):
+      :math:`L = \max(0, 1 - \beta h)`.
+    - ``rdpo`` -- length-regularised DPO (Park et al. 2024, "Disentangling
+      Length from Quality in Direct Preference Optimization", eq. 9): the
+      length gap in tokens enters the sigmoid, so a longer chosen answer must
+      earn a larger margin,
+      :math:`L = -\log\sigma(\beta h - \alpha(|y_w| - |y_l|))` (cDPO
+      smoothing applies as for ``sigmoid``). Needs the lengths.
+    - ``simpo`` -- SimPO (Meng et al. 2024, eq. 6): reference-free and
+      length-normalised, with a target margin :math:`\gamma`,
+      :math:`L = -\log\sigma(\frac{\beta}{|y_w|}\log\pi_\theta(y_w|x)
+      - \frac{\beta}{|y_l|}\log\pi_\theta(y_l|x) - \gamma)`. The reference
+      log-probs are ignored (may be ``None``). Needs the lengths.
+
+    Implicit rewards reported as metrics: :math:`\beta\rho` for the
+    reference-based variants, :math:`\frac{\beta}{|y|}\log\pi_\theta(y|x)` for
+    ``simpo``.
+
+    Shapes:
+        policy_*_logps, ref_*_logps: ``[B]`` (fp32 recommended).
+        chosen_lengths, rejected_lengths: ``[B]`` completion lengths in tokens
+        (required by ``rdpo`` and ``simpo``).
+    Returns:
+        loss: 0-dim mean over the B pairs, with grad.
+        metrics: detached 0-dim tensors ``loss``, ``rewards/chosen``,
+        ``rewards/rejected``, ``rewards/margins`` (chosen - rejected) and
+        ``rewards/accuracies`` (share of pairs with a positive margin; ties
+        are wrong).
+    """
+    if variant not in DPO_VARIANTS:
+        raise ValueError(f"unknown DPO variant {variant!r}; expected one of {', '.join(DPO_VARIANTS)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    pi_w = policy_chosen_logps.reshape(-1).float()  # [B]
+    pi_l = policy_rejected_logps.reshape(-1).float()  # [B]
+    if pi_w.shape != pi_l.shape:
+        raise ValueError(f"chosen {tuple(pi_w.shape)} and rejected {tuple(pi_l.shape)} log-probs differ in shape")
+    needs_lengths = variant in ("rdpo", "simpo")
+    if needs_lengths and (chosen_lengths is None or rejected_lengths is None):
+        raise ValueError(f"variant {variant!r} needs chosen_lengths and rejected_lengths")
+
+    if variant == "simpo":
+        len_w = chosen_lengths.reshape(-1).to(pi_w).clamp(min=1)  # [B]
+        len_l = rejected_lengths.reshape(-1).to(pi_w).clamp(min=1)  # [B]
+        reward_w = beta * pi_w / len_w  # [B]
+        reward_l = beta * pi_l / len_l  # [B]
+        logits = reward_w - reward_l - gamma  # [B]
+    else:
+        if ref_chosen_logps is None or ref_rejected_logps is None:
+            raise ValueError(f"variant {variant!r} needs reference log-probs")
+        rho_w = pi_w - ref_chosen_logps.reshape(-1).to(pi_w)  # [B]
+        rho_l = pi_l - ref_rejected_logps.reshape(-1).to(pi_w)  # [B]
+        reward_w, reward_l = beta * rho_w, beta * rho_l  # [B]
+        h = rho_w - rho_l  # [B]
+        logits = beta * h  # [B]
+        if variant == "rdpo":
+            gap = chosen_lengths.reshape(-1).to(pi_w) - rejected_lengths.reshape(-1).to(pi_w)  # [B]
+            logits = logits - alpha * gap
+
+    if variant == "ipo":
+        per_pair = (h - 1.0 / (2.0 * beta)) ** 2
+    elif variant == "hinge":
+        per_pair = torch.relu(1.0 - logits)
+    else:  # sigmoid, rdpo, simpo: (smoothed) logistic loss on the logit
+        per_pair = -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    loss = per_pair.mean()
+
+    with torch.no_grad():
+        margins = reward_w - reward_l
+        metrics = {
+            "loss": loss.detach(),
+            "rewards/chosen": reward_w.mean().detach(),
+            "rewards/rejected": reward_l.mean().detach(),
+            "rewards/margins": margins.mean().detach(),
+            "rewards/accuracies": (margins > 0).float().mean(),
+        }
+    return loss, metrics

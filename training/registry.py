@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import LoopConfig, PPOConfig, RewardConfig
+from training.config import DPOConfig, LoopConfig, PPOConfig, RewardConfig
 
 
 class DataSpecError(ValueError):
@@ -34,6 +34,12 @@ class DataSpecError(ValueError):
 
 def _reward_runner() -> Callable[..., Any]:
     from training.trainers.reward import run  # lazy: torch is imported only when training
+
+    return run
+
+
+def _dpo_runner() -> Callable[..., Any]:
+    from training.trainers.dpo import run  # lazy: torch is imported only when training
 
     return run
 
@@ -65,6 +71,8 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "reward": Kind(RewardConfig, _reward_runner, "Bradley-Terry reward model"),
+    "dpo": Kind(DPOConfig, _dpo_runner, "DPO policy fine-tuning (and IPO, hinge, R-DPO, SimPO) with length "
+                "diagnostics and a generation probe"),
     "ppo": Kind(PPOConfig, _ppo_runner, "PPO policy fine-tuning against a trained reward model",
                 resolver=lambda spec: resolve_prompts(spec), data_flag="prompts", unit="prompts"),
 }
