@@ -6,6 +6,7 @@ Error shape: 400 ``{field: [messages]}`` (DRF's), 401 without credentials,
 the caller's projects (and other annotators' assignments), 409 for a labeling
 request the rules refuse now (skipped, lease lost), 413 for an oversized body.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,10 +61,12 @@ from annotate.services.imports import ImportValidationError, comparisons_import
 from annotate.services.judgments import JudgmentInvalid, judgment_submit
 from annotate.services.reports import agreement_report
 
-ERRORS = {400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
-          401: OpenApiResponse(description="Not authenticated"),
-          403: OpenApiResponse(description="Your role does not allow this"),
-          404: OpenApiResponse(description="Not found, or not a member of its project")}
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
+    401: OpenApiResponse(description="Not authenticated"),
+    403: OpenApiResponse(description="Your role does not allow this"),
+    404: OpenApiResponse(description="Not found, or not a member of its project"),
+}
 # Codes of `LabelingError` that mean "not yours to see": answered like a missing object.
 _HIDDEN = {"not_found", "not_yours"}
 
@@ -119,8 +122,11 @@ class ComparisonListView(generics.GenericAPIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     queryset = Comparison.objects.none()
 
-    @extend_schema(operation_id="project_comparisons_list", parameters=[ComparisonQuerySerializer],
-                   responses={200: ComparisonSerializer(many=True), **ERRORS})
+    @extend_schema(
+        operation_id="project_comparisons_list",
+        parameters=[ComparisonQuerySerializer],
+        responses={200: ComparisonSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, READ_DATA)
         query = ComparisonQuerySerializer(data=request.query_params)
@@ -142,14 +148,21 @@ class ComparisonListView(generics.GenericAPIView):
 
     @extend_schema(
         operation_id="project_comparisons_import",
-        description="Bulk create through the import service: a JSON body with `items`, or a multipart upload "
-                    "with `file`. All or nothing: one bad record and nothing is written (400 naming it). "
-                    "201 when something was created, 200 when everything already existed.",
-        request={"application/json": ComparisonBodyImportSerializer,
-                 "multipart/form-data": ComparisonFileImportSerializer},
-        responses={201: ImportResultSerializer, 200: ImportResultSerializer, 400: ImportErrorSerializer,
-                   413: OpenApiResponse(description="Body or file over MAX_UPLOAD_MB"),
-                   **{k: v for k, v in ERRORS.items() if k != 400}},
+        description="Bulk create through the import service: a JSON body with `items`, or a "
+        "multipart upload "
+        "with `file`. All or nothing: one bad record and nothing is written (400 naming it). "
+        "201 when something was created, 200 when everything already existed.",
+        request={
+            "application/json": ComparisonBodyImportSerializer,
+            "multipart/form-data": ComparisonFileImportSerializer,
+        },
+        responses={
+            201: ImportResultSerializer,
+            200: ImportResultSerializer,
+            400: ImportErrorSerializer,
+            413: OpenApiResponse(description="Body or file over MAX_UPLOAD_MB"),
+            **{k: v for k, v in ERRORS.items() if k != 400},
+        },
     )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, IMPORT)
@@ -166,20 +179,34 @@ class ComparisonListView(generics.GenericAPIView):
         else:
             body = ComparisonBodyImportSerializer(data=request.data)
             body.is_valid(raise_exception=True)
-            stream, filename, fmt = _items_stream(body.validated_data["format"], body.validated_data["items"])
+            stream, filename, fmt = _items_stream(
+                body.validated_data["format"], body.validated_data["items"]
+            )
             offset = 1  # line N of the synthesized file is items[N - 1]
         try:
-            result = comparisons_import(project_slug=project.slug, stream=stream, filename=filename, fmt=fmt,
-                                        with_judgments=body.validated_data["with_judgments"],
-                                        created_by=request.user)
+            result = comparisons_import(
+                project_slug=project.slug,
+                stream=stream,
+                filename=filename,
+                fmt=fmt,
+                with_judgments=body.validated_data["with_judgments"],
+                created_by=request.user,
+            )
         except ImportValidationError as exc:
             error = exc.as_dict()
             if offset is not None:
                 where = exc.line if exc.line is not None else exc.record
                 error["item"] = where - offset if where is not None else None
-            return Response({"detail": str(exc), "errors": [error]}, status=status.HTTP_400_BAD_REQUEST)
-        data = {**asdict(result), "annotators": list(result.annotators),
-                "message": "nothing new" if result.nothing_new else f"{result.comparisons_created} created"}
+            return Response(
+                {"detail": str(exc), "errors": [error]}, status=status.HTTP_400_BAD_REQUEST
+            )
+        data = {
+            **asdict(result),
+            "annotators": list(result.annotators),
+            "message": "nothing new"
+            if result.nothing_new
+            else f"{result.comparisons_created} created",
+        }
         code = status.HTTP_200_OK if result.nothing_new else status.HTTP_201_CREATED
         return Response(ImportResultSerializer(data).data, status=code)
 
@@ -195,12 +222,16 @@ def _items_stream(fmt: str, items: list[dict[str, Any]]) -> tuple[io.BytesIO, st
 class ComparisonDetailView(APIView):
     authentication_classes = API_AUTHENTICATION
 
-    @extend_schema(operation_id="project_comparisons_retrieve", responses={200: ComparisonSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="project_comparisons_retrieve", responses={200: ComparisonSerializer, **ERRORS}
+    )
     def get(self, request: Request, slug: str, pk: int) -> Response:
         project = project_for(request.user, slug, READ_DATA)
         comparison = (
             Comparison.objects.filter(project=project, pk=pk)
-            .annotate(n_judgments=Count("judgments", filter=Q(judgments__superseded_at__isnull=True)))
+            .annotate(
+                n_judgments=Count("judgments", filter=Q(judgments__superseded_at__isnull=True))
+            )
             .first()
         )
         if comparison is None:
@@ -216,13 +247,18 @@ class AssignmentListView(generics.GenericAPIView):
     pagination_class = Pagination
     queryset = Assignment.objects.none()
 
-    @extend_schema(operation_id="project_assignments_list", parameters=[AssignmentQuerySerializer],
-                   responses={200: AssignmentSerializer(many=True), **ERRORS})
+    @extend_schema(
+        operation_id="project_assignments_list",
+        parameters=[AssignmentQuerySerializer],
+        responses={200: AssignmentSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug)
         query = AssignmentQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        rows = Assignment.objects.filter(project=project).select_related("comparison", "project", "annotator")
+        rows = Assignment.objects.filter(project=project).select_related(
+            "comparison", "project", "annotator"
+        )
         if not sees_all_judgments(request.user, project):
             rows = rows.filter(annotator=request.user)
         if "status" in query.validated_data:
@@ -234,11 +270,17 @@ class AssignmentListView(generics.GenericAPIView):
 class AssignmentNextView(APIView):
     authentication_classes = API_AUTHENTICATION
 
-    @extend_schema(operation_id="project_assignments_next", request=None,
-                   description="The caller's open assignment, or a new one. 204 when nothing is left. "
-                               "`left`/`right` are in display order; answer in that orientation.",
-                   responses={200: AssignmentSerializer, 204: OpenApiResponse(description="Nothing left"),
-                              **ERRORS})
+    @extend_schema(
+        operation_id="project_assignments_next",
+        request=None,
+        description="The caller's open assignment, or a new one. 204 when nothing is left. "
+        "`left`/`right` are in display order; answer in that orientation.",
+        responses={
+            200: AssignmentSerializer,
+            204: OpenApiResponse(description="Nothing left"),
+            **ERRORS,
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, LABEL)
         assignment = assignment_next(project=project, annotator=request.user)
@@ -250,15 +292,22 @@ class AssignmentNextView(APIView):
 class AssignmentSkipView(APIView):
     authentication_classes = API_AUTHENTICATION
 
-    @extend_schema(operation_id="project_assignments_skip", request=SkipSerializer,
-                   responses={200: AssignmentSerializer, 409: LabelingErrorSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="project_assignments_skip",
+        request=SkipSerializer,
+        responses={200: AssignmentSerializer, 409: LabelingErrorSerializer, **ERRORS},
+    )
     def post(self, request: Request, slug: str, pk: int) -> Response:
         project = project_for(request.user, slug, LABEL)
         body = SkipSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            assignment = assignment_skip(project=project, annotator=request.user, assignment_id=pk,
-                                         reason=body.validated_data["reason"])
+            assignment = assignment_skip(
+                project=project,
+                annotator=request.user,
+                assignment_id=pk,
+                reason=body.validated_data["reason"],
+            )
         except LabelingError as exc:
             raise _labeling_error(exc) from exc
         return Response(AssignmentSerializer(assignment).data)
@@ -268,10 +317,16 @@ class JudgmentSubmitView(APIView):
     authentication_classes = API_AUTHENTICATION
 
     @extend_schema(
-        operation_id="project_assignments_submit", request=JudgmentSubmitSerializer,
-        description="Record the caller's answer. Idempotent: a repeat returns the stored judgment with 200.",
-        responses={201: SubmitResultSerializer, 200: SubmitResultSerializer, 409: LabelingErrorSerializer,
-                   **ERRORS},
+        operation_id="project_assignments_submit",
+        request=JudgmentSubmitSerializer,
+        description="Record the caller's answer. Idempotent: a repeat returns the stored "
+        "judgment with 200.",
+        responses={
+            201: SubmitResultSerializer,
+            200: SubmitResultSerializer,
+            409: LabelingErrorSerializer,
+            **ERRORS,
+        },
     )
     def post(self, request: Request, slug: str, pk: int) -> Response:
         project = project_for(request.user, slug, LABEL)
@@ -280,16 +335,28 @@ class JudgmentSubmitView(APIView):
         data = body.validated_data
         try:
             outcome = judgment_submit(
-                project=project, annotator=request.user, assignment_id=pk, overall=data["overall"],
-                axes=data["axes"], flags=data["flags"], rationale=data["rationale"],
-                active_ms=data.get("active_ms"), displayed=data["orientation"] == "displayed",
+                project=project,
+                annotator=request.user,
+                assignment_id=pk,
+                overall=data["overall"],
+                axes=data["axes"],
+                flags=data["flags"],
+                rationale=data["rationale"],
+                active_ms=data.get("active_ms"),
+                displayed=data["orientation"] == "displayed",
                 source=Judgment.Source.API,
             )
         except LabelingError as exc:
             raise _labeling_error(exc) from exc
-        payload = {"judgment": JudgmentSerializer(outcome.judgment).data, "created": outcome.created,
-                   "over_budget": outcome.over_budget, "late": outcome.late}
-        return Response(payload, status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK)
+        payload = {
+            "judgment": JudgmentSerializer(outcome.judgment).data,
+            "created": outcome.created,
+            "over_budget": outcome.over_budget,
+            "late": outcome.late,
+        }
+        return Response(
+            payload, status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        )
 
 
 class JudgmentListView(generics.GenericAPIView):
@@ -300,8 +367,11 @@ class JudgmentListView(generics.GenericAPIView):
     pagination_class = Pagination
     queryset = Judgment.objects.none()
 
-    @extend_schema(operation_id="project_judgments_list", parameters=[JudgmentQuerySerializer],
-                   responses={200: JudgmentSerializer(many=True), **ERRORS})
+    @extend_schema(
+        operation_id="project_judgments_list",
+        parameters=[JudgmentQuerySerializer],
+        responses={200: JudgmentSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug)
         query = JudgmentQuerySerializer(data=request.query_params)
@@ -325,12 +395,16 @@ class JudgmentListView(generics.GenericAPIView):
         return self.get_paginated_response(JudgmentSerializer(page, many=True).data)
 
 
-def _filter_axis(rows: QuerySet[Judgment], project: Project, axis: str | None, side: str | None) -> QuerySet[Judgment]:
+def _filter_axis(
+    rows: QuerySet[Judgment], project: Project, axis: str | None, side: str | None
+) -> QuerySet[Judgment]:
     if axis is None and side is None:
         return rows
     axis = axis or "overall"
     if axis != "overall" and axis not in project.rubric_axes:
-        raise serializers.ValidationError({"axis": [f"'overall' or one of: {', '.join(project.rubric_axes)}"]})
+        raise serializers.ValidationError(
+            {"axis": [f"'overall' or one of: {', '.join(project.rubric_axes)}"]}
+        )
     if axis == "overall":
         sides = {"A": Q(overall__lt=0), "tie": Q(overall=0), "B": Q(overall__gt=0)}
         return rows.filter(sides[side]) if side else rows
@@ -345,10 +419,14 @@ def _filter_axis(rows: QuerySet[Judgment], project: Project, axis: str | None, s
 class AgreementView(APIView):
     authentication_classes = API_AUTHENTICATION
 
-    @extend_schema(operation_id="project_agreement", parameters=[ReportQuerySerializer],
-                   responses={200: OpenApiTypes.OBJECT, **ERRORS},
-                   description="The project's agreement and label-bias report (schema in annotate/agreement.py); "
-                               "cached until the judgments change.")
+    @extend_schema(
+        operation_id="project_agreement",
+        parameters=[ReportQuerySerializer],
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        description="The project's agreement and label-bias report "
+        "(schema in annotate/agreement.py); "
+        "cached until the judgments change.",
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for(request.user, slug, READ_DATA)
         query = ReportQuerySerializer(data=request.query_params)

@@ -1,4 +1,5 @@
 """API routes of the labeling app (mounted under /api/v1/)."""
+
 from django.urls import path, register_converter
 from django.urls.converters import IntConverter, get_converters
 
@@ -18,15 +19,36 @@ if "id" not in get_converters():  # the URLconf may be imported more than once
 urlpatterns = [
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", api.ProjectDetailView.as_view(), name="api-project-detail"),
-    path("projects/<slug:slug>/comparisons/", api.ComparisonListView.as_view(), name="api-comparisons"),
-    path("projects/<slug:slug>/comparisons/<id:pk>/", api.ComparisonDetailView.as_view(),
-         name="api-comparison-detail"),
-    path("projects/<slug:slug>/assignments/", api.AssignmentListView.as_view(), name="api-assignments"),
-    path("projects/<slug:slug>/assignments/next/", api.AssignmentNextView.as_view(), name="api-assignment-next"),
-    path("projects/<slug:slug>/assignments/<id:pk>/skip/", api.AssignmentSkipView.as_view(),
-         name="api-assignment-skip"),
-    path("projects/<slug:slug>/assignments/<id:pk>/judgment/", api.JudgmentSubmitView.as_view(),
-         name="api-assignment-submit"),
+    path(
+        "projects/<slug:slug>/comparisons/",
+        api.ComparisonListView.as_view(),
+        name="api-comparisons",
+    ),
+    path(
+        "projects/<slug:slug>/comparisons/<id:pk>/",
+        api.ComparisonDetailView.as_view(),
+        name="api-comparison-detail",
+    ),
+    path(
+        "projects/<slug:slug>/assignments/",
+        api.AssignmentListView.as_view(),
+        name="api-assignments",
+    ),
+    path(
+        "projects/<slug:slug>/assignments/next/",
+        api.AssignmentNextView.as_view(),
+        name="api-assignment-next",
+    ),
+    path(
+        "projects/<slug:slug>/assignments/<id:pk>/skip/",
+        api.AssignmentSkipView.as_view(),
+        name="api-assignment-skip",
+    ),
+    path(
+        "projects/<slug:slug>/assignments/<id:pk>/judgment/",
+        api.JudgmentSubmitView.as_view(),
+        name="api-assignment-submit",
+    ),
     path("projects/<slug:slug>/judgments/", api.JudgmentListView.as_view(), name="api-judgments"),
     path("projects/<slug:slug>/agreement/", api.AgreementView.as_view(), name="api-agreement"),
 ]

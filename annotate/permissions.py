@@ -12,6 +12,7 @@ A project the user is not a member of is invisible: 404, never 403, so that
 a URL does not reveal whether a project exists. A member without the needed
 role gets 403.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -42,7 +43,9 @@ API_AUTHENTICATION = [TokenAuthentication, SessionAuthentication]
 def roles_of(user: User, project: Project) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
-    return frozenset(Membership.objects.filter(user=user, project=project).values_list("role", flat=True))
+    return frozenset(
+        Membership.objects.filter(user=user, project=project).values_list("role", flat=True)
+    )
 
 
 def visible_projects(user: User, roles: Iterable[str] = READ_PROJECT) -> QuerySet[Project]:
@@ -51,7 +54,9 @@ def visible_projects(user: User, roles: Iterable[str] = READ_PROJECT) -> QuerySe
         return Project.objects.none()
     if user.is_staff:
         return Project.objects.all()
-    return Project.objects.filter(memberships__user=user, memberships__role__in=list(roles)).distinct()
+    return Project.objects.filter(
+        memberships__user=user, memberships__role__in=list(roles)
+    ).distinct()
 
 
 def can(user: User, project: Project, need: frozenset[str]) -> bool:
@@ -63,7 +68,9 @@ def can(user: User, project: Project, need: frozenset[str]) -> bool:
 
 
 def project_for(user: User, slug: str, need: frozenset[str] = READ_PROJECT) -> Project:
-    """The project `slug` if `user` may use it for `need`; 404 for non-members, 403 for missing roles."""
+    """The project `slug` if `user` may use it for `need`.
+
+    404 for non-members, 403 for members whose role does not allow it."""
     project = Project.objects.filter(slug=slug).first()
     if project is None:
         raise Http404("No such project.")
@@ -72,7 +79,8 @@ def project_for(user: User, slug: str, need: frozenset[str] = READ_PROJECT) -> P
 
 
 def check_project(user: User, project: Project, need: frozenset[str]) -> None:
-    """Raise 404 if `user` is not a member of `project` (staff are), 403 if the role does not allow `need`."""
+    """404 if `user` is not a member of `project` (staff count as members), 403 if the
+    role does not allow `need`."""
     roles = roles_of(user, project)
     if not roles and not user.is_staff:
         raise Http404("No such project.")

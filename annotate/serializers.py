@@ -4,6 +4,7 @@ Gold answers are only in serializers that leads, ML staff and staff get
 (`ComparisonSerializer`); what an annotator receives (`AssignmentSerializer`)
 never carries them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,33 +37,77 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["slug", "name", "guidelines", "rubric_axes", "scale", "flags", "time_budget_s", "lease_grace_s",
-                  "overlap", "gold_rate", "require_rationale", "created_at", "roles"]
+        fields = [
+            "slug",
+            "name",
+            "guidelines",
+            "rubric_axes",
+            "scale",
+            "flags",
+            "time_budget_s",
+            "lease_grace_s",
+            "overlap",
+            "gold_rate",
+            "require_rationale",
+            "created_at",
+            "roles",
+        ]
         read_only_fields = fields
 
     def get_roles(self, obj: Project) -> list[str]:
         user = self.context["request"].user
-        return sorted(m.role for m in Membership.objects.filter(project=obj, user=user)) if user.is_authenticated else []
+        return (
+            sorted(m.role for m in Membership.objects.filter(project=obj, user=user))
+            if user.is_authenticated
+            else []
+        )
 
 
 class ComparisonSerializer(serializers.ModelSerializer):
-    n_judgments = serializers.IntegerField(read_only=True, help_text="Current (not superseded) judgments.")
-    prompt_messages = serializers.ListField(child=serializers.DictField(), allow_null=True, read_only=True)
+    n_judgments = serializers.IntegerField(
+        read_only=True, help_text="Current (not superseded) judgments."
+    )
+    prompt_messages = serializers.ListField(
+        child=serializers.DictField(), allow_null=True, read_only=True
+    )
     metadata = serializers.DictField(read_only=True)
 
     class Meta:
         model = Comparison
-        fields = ["id", "external_id", "prompt", "prompt_messages", "response_a", "response_b", "model_a", "model_b",
-                  "metadata", "gold", "extra_overlap", "slots_taken", "resolved_at", "created_at", "n_judgments"]
+        fields = [
+            "id",
+            "external_id",
+            "prompt",
+            "prompt_messages",
+            "response_a",
+            "response_b",
+            "model_a",
+            "model_b",
+            "metadata",
+            "gold",
+            "extra_overlap",
+            "slots_taken",
+            "resolved_at",
+            "created_at",
+            "n_judgments",
+        ]
         read_only_fields = fields
 
 
 class ComparisonQuerySerializer(serializers.Serializer):
     external_id = serializers.CharField(required=False, max_length=200)
-    model = serializers.CharField(required=False, max_length=200, help_text="Matches model_a or model_b.")
-    search = serializers.CharField(required=False, max_length=200, help_text="Substring of the prompt.")
-    judged = serializers.BooleanField(required=False, allow_null=True, default=None,
-                                      help_text="true: with at least one current judgment; false: none yet.")
+    model = serializers.CharField(
+        required=False, max_length=200, help_text="Matches model_a or model_b."
+    )
+    search = serializers.CharField(
+        required=False, max_length=200, help_text="Substring of the prompt."
+    )
+    judged = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: with at least one current judgment; false: none yet.",
+    )
 
 
 class ComparisonBodyImportSerializer(serializers.Serializer):
@@ -70,15 +115,21 @@ class ComparisonBodyImportSerializer(serializers.Serializer):
 
     format = serializers.ChoiceField(choices=BODY_FORMATS, default="jsonl")
     with_judgments = serializers.BooleanField(default=False)
-    items = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=100_000,
-                                  help_text="Records: jsonl columns (prompt, response_a, response_b, ...), "
-                                            "hh-rlhf {chosen, rejected} or alpaca-eval objects.")
+    items = serializers.ListField(
+        child=serializers.DictField(),
+        min_length=1,
+        max_length=100_000,
+        help_text="Records: jsonl columns (prompt, response_a, response_b, ...), "
+        "hh-rlhf {chosen, rejected} or alpaca-eval objects.",
+    )
 
 
 class ComparisonFileImportSerializer(serializers.Serializer):
     """Multipart upload of a whole file (`.gz` is read transparently)."""
 
-    file = serializers.FileField(help_text=f"At most MAX_UPLOAD_MB ({settings.MAX_UPLOAD_MB} MB by default).")
+    file = serializers.FileField(
+        help_text=f"At most MAX_UPLOAD_MB ({settings.MAX_UPLOAD_MB} MB by default)."
+    )
     format = serializers.ChoiceField(choices=IMPORT_FORMATS, default="auto")
     with_judgments = serializers.BooleanField(default=False)
 
@@ -107,7 +158,9 @@ class ImportErrorItemSerializer(serializers.Serializer):
     file = serializers.CharField()
     line = serializers.IntegerField(allow_null=True)
     record = serializers.IntegerField(allow_null=True)
-    item = serializers.IntegerField(required=False, allow_null=True, help_text="JSON body: index in `items`.")
+    item = serializers.IntegerField(
+        required=False, allow_null=True, help_text="JSON body: index in `items`."
+    )
     field = serializers.CharField(allow_null=True)
     message = serializers.CharField()
 
@@ -128,9 +181,25 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Judgment
-        fields = ["id", "comparison", "external_id", "annotator", "overall", "side", "axes", "flags", "rationale",
-                  "swapped", "source", "shown_at", "submitted_at", "seconds", "active_ms", "over_budget",
-                  "supersedes"]
+        fields = [
+            "id",
+            "comparison",
+            "external_id",
+            "annotator",
+            "overall",
+            "side",
+            "axes",
+            "flags",
+            "rationale",
+            "swapped",
+            "source",
+            "shown_at",
+            "submitted_at",
+            "seconds",
+            "active_ms",
+            "over_budget",
+            "supersedes",
+        ]
         read_only_fields = fields
 
 
@@ -138,9 +207,14 @@ class JudgmentQuerySerializer(serializers.Serializer):
     annotator = serializers.CharField(required=False, max_length=150, help_text="Username.")
     submitted_after = serializers.DateTimeField(required=False)
     submitted_before = serializers.DateTimeField(required=False)
-    axis = serializers.CharField(required=False, max_length=100,
-                                 help_text="'overall' or a rubric axis: judgments with a choice on it.")
-    side = serializers.ChoiceField(choices=["A", "tie", "B"], required=False, help_text="Choice on `axis`.")
+    axis = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="'overall' or a rubric axis: judgments with a choice on it.",
+    )
+    side = serializers.ChoiceField(
+        choices=["A", "tie", "B"], required=False, help_text="Choice on `axis`."
+    )
     comparison = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
     include_superseded = serializers.BooleanField(default=False)
 
@@ -149,16 +223,30 @@ class AssignmentSerializer(serializers.ModelSerializer):
     """An assignment as its annotator sees it: left/right in display order, no gold."""
 
     prompt = serializers.CharField(source="comparison.prompt", read_only=True)
-    prompt_messages = serializers.ListField(source="comparison.prompt_messages", child=serializers.DictField(),
-                                            allow_null=True, read_only=True)
+    prompt_messages = serializers.ListField(
+        source="comparison.prompt_messages",
+        child=serializers.DictField(),
+        allow_null=True,
+        read_only=True,
+    )
     left = serializers.SerializerMethodField(help_text="Response shown on the left.")
     right = serializers.SerializerMethodField(help_text="Response shown on the right.")
     time_budget_s = serializers.IntegerField(source="project.time_budget_s", read_only=True)
 
     class Meta:
         model = Assignment
-        fields = ["id", "comparison", "status", "shown_at", "lease_expires_at", "time_budget_s", "prompt",
-                  "prompt_messages", "left", "right"]
+        fields = [
+            "id",
+            "comparison",
+            "status",
+            "shown_at",
+            "lease_expires_at",
+            "time_budget_s",
+            "prompt",
+            "prompt_messages",
+            "left",
+            "right",
+        ]
         read_only_fields = fields
 
     def get_left(self, obj: Assignment) -> str:
@@ -177,22 +265,36 @@ class SkipSerializer(serializers.Serializer):
 
 
 class JudgmentSubmitSerializer(serializers.Serializer):
-    overall = serializers.IntegerField(min_value=-50, max_value=50,
-                                       help_text="Signed strength: <0 the first response better, 0 tie.")
-    axes = serializers.DictField(child=serializers.ChoiceField(choices=["A", "tie", "B"]), default=dict,
-                                 help_text="{axis: 'A' | 'tie' | 'B'} for every rubric axis.")
-    flags = serializers.ListField(child=serializers.CharField(max_length=100), default=list, max_length=100)
+    overall = serializers.IntegerField(
+        min_value=-50,
+        max_value=50,
+        help_text="Signed strength: <0 the first response better, 0 tie.",
+    )
+    axes = serializers.DictField(
+        child=serializers.ChoiceField(choices=["A", "tie", "B"]),
+        default=dict,
+        help_text="{axis: 'A' | 'tie' | 'B'} for every rubric axis.",
+    )
+    flags = serializers.ListField(
+        child=serializers.CharField(max_length=100), default=list, max_length=100
+    )
     rationale = serializers.CharField(allow_blank=True, default="", max_length=20_000)
-    active_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+    active_ms = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=2**31 - 1
+    )
     orientation = serializers.ChoiceField(
-        choices=["displayed", "canonical"], default="displayed",
-        help_text="displayed: A = `left` of the assignment as served; canonical: A = the comparison's response_a.",
+        choices=["displayed", "canonical"],
+        default="displayed",
+        help_text="displayed: A = `left` of the assignment as served; "
+        "canonical: A = the comparison's response_a.",
     )
 
 
 class SubmitResultSerializer(serializers.Serializer):
     judgment = JudgmentSerializer()
-    created = serializers.BooleanField(help_text="False: a repeat of an earlier submit; nothing new stored.")
+    created = serializers.BooleanField(
+        help_text="False: a repeat of an earlier submit; nothing new stored."
+    )
     over_budget = serializers.BooleanField()
     late = serializers.BooleanField()
 
@@ -203,4 +305,6 @@ class LabelingErrorSerializer(serializers.Serializer):
 
 
 class ReportQuerySerializer(serializers.Serializer):
-    refresh = serializers.BooleanField(default=False, help_text="Recompute even if a cached report is current.")
+    refresh = serializers.BooleanField(
+        default=False, help_text="Recompute even if a cached report is current."
+    )

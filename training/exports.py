@@ -6,8 +6,8 @@ Three layers, each usable alone:
    and their *current* judgments (``superseded_at IS NULL``) into plain
    frozen dataclasses.
 2. `build_records(...)` and `split_by_prompt(...)`: pure functions, no I/O.
-3. `write_export(...)`: writes the files and `manifest.json`, returns the
-   sha256 of each file.
+3. `training.export_files.write_export(...)`: writes the files and
+   `manifest.json`, returns the sha256 of each file.
 
 Record semantics (also written into every manifest):
 
@@ -47,19 +47,16 @@ Record semantics (also written into every manifest):
 - Records are sorted by comparison id, then annotator; nothing time-dependent
   is written, so the same parameters on the same data give identical bytes.
 """
+
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pyarrow/datasets are imported lazily by the writers
-    import pyarrow as pa
-
+if TYPE_CHECKING:
     from annotate.models import Project
 
 FORMATS = ("jsonl", "parquet", "hf")
@@ -135,14 +132,23 @@ class ExportParams:
         if self.fmt not in FORMATS:
             errors["fmt"] = [f"must be one of {', '.join(FORMATS)}"]
         if self.axis != "overall" and self.axis not in axes:
-            errors["axis"] = [f"must be 'overall' or one of the project's axes: {', '.join(axes) or '(none)'}"]
+            errors["axis"] = [
+                f"must be 'overall' or one of the project's axes: {', '.join(axes) or '(none)'}"
+            ]
         if self.policy not in POLICIES:
             errors["policy"] = [f"must be one of {', '.join(POLICIES)}"]
         if self.ties not in TIES:
             errors["ties"] = [f"must be one of {', '.join(TIES)}"]
-        if isinstance(self.min_judgments, bool) or not isinstance(self.min_judgments, int) or self.min_judgments < 1:
+        if (
+            isinstance(self.min_judgments, bool)
+            or not isinstance(self.min_judgments, int)
+            or self.min_judgments < 1
+        ):
             errors["min_judgments"] = ["must be an integer >= 1"]
-        if not isinstance(self.eval_fraction, int | float) or not 0.0 <= float(self.eval_fraction) < 1.0:
+        if (
+            not isinstance(self.eval_fraction, int | float)
+            or not 0.0 <= float(self.eval_fraction) < 1.0
+        ):
             errors["eval_fraction"] = ["must be a number in [0, 1)"]
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             errors["seed"] = ["must be an integer"]
@@ -177,13 +183,27 @@ def load_comparisons(project: Project) -> list[ComparisonData]:
         Comparison.objects.filter(project=project)
         .order_by("id")
         .values_list(
-            "id", "external_id", "prompt", "prompt_messages", "response_a", "response_b", "model_a", "model_b"
+            "id",
+            "external_id",
+            "prompt",
+            "prompt_messages",
+            "response_a",
+            "response_b",
+            "model_a",
+            "model_b",
         )
     )
     return [
         ComparisonData(
-            id=cid, external_id=ext, prompt=prompt, messages=_messages(msgs), response_a=a, response_b=b,
-            model_a=ma, model_b=mb, votes=tuple(votes.get(cid, ())),
+            id=cid,
+            external_id=ext,
+            prompt=prompt,
+            messages=_messages(msgs),
+            response_a=a,
+            response_b=b,
+            model_a=ma,
+            model_b=mb,
+            votes=tuple(votes.get(cid, ())),
         )
         for cid, ext, prompt, msgs, a, b, ma, mb in comparisons.iterator(chunk_size=2000)
     ]
@@ -193,7 +213,11 @@ def _messages(raw: Any) -> list[dict[str, str]] | None:
     """Normalise stored chat turns to exactly {role, content} (a fixed column type)."""
     if not isinstance(raw, list) or not raw:
         return None
-    return [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in raw if isinstance(m, dict)]
+    return [
+        {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+        for m in raw
+        if isinstance(m, dict)
+    ]
 
 
 # --- 2. pure record building -------------------------------------------------
@@ -210,8 +234,16 @@ def vote_side(vote: Vote, *, axis: str, max_strength: int) -> tuple[str, float] 
     return value, 0.0 if value == "tie" else 1.0
 
 
-def _record(c: ComparisonData, *, side: str, margin: float, axis: str, n: int, agreement: float,
-            annotators: Iterable[str]) -> dict[str, Any]:
+def _record(
+    c: ComparisonData,
+    *,
+    side: str,
+    margin: float,
+    axis: str,
+    n: int,
+    agreement: float,
+    annotators: Iterable[str],
+) -> dict[str, Any]:
     a_wins = side != "B"  # a kept tie is written in canonical order, A first
     chosen, rejected = (c.response_a, c.response_b) if a_wins else (c.response_b, c.response_a)
     return {
@@ -258,8 +290,17 @@ def build_records(
                 if side == "tie" and params.ties == "drop":
                     skipped["tie_judgment"] += 1
                     continue
-                records.append(_record(c, side=side, margin=margin, axis=params.axis, n=n,
-                                       agreement=counts[side] / n, annotators=[vote.annotator]))
+                records.append(
+                    _record(
+                        c,
+                        side=side,
+                        margin=margin,
+                        axis=params.axis,
+                        n=n,
+                        agreement=counts[side] / n,
+                        annotators=[vote.annotator],
+                    )
+                )
             continue
         side, top = max(counts.items(), key=lambda kv: (kv[1], kv[0] != "tie"))
         if params.policy == "unanimous" and top != n:
@@ -273,8 +314,17 @@ def build_records(
             continue
         agreeing = [(v, m) for v, s, m in labeled if s == side]
         margin = sum(m for _, m in agreeing) / len(agreeing)
-        records.append(_record(c, side=side, margin=margin, axis=params.axis, n=n, agreement=top / n,
-                               annotators=[v.annotator for v, _ in agreeing]))
+        records.append(
+            _record(
+                c,
+                side=side,
+                margin=margin,
+                axis=params.axis,
+                n=n,
+                agreement=top / n,
+                annotators=[v.annotator for v, _ in agreeing],
+            )
+        )
     return records, skipped
 
 
@@ -290,129 +340,7 @@ def split_by_prompt(
     train: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
     for rec in records:
-        (held if prompt_in_eval(rec["prompt"], eval_fraction=eval_fraction, seed=seed) else train).append(rec)
+        (
+            held if prompt_in_eval(rec["prompt"], eval_fraction=eval_fraction, seed=seed) else train
+        ).append(rec)
     return train, held
-
-
-# --- 3. files ----------------------------------------------------------------
-
-
-def arrow_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return pa.schema([
-        ("prompt", pa.string()), ("prompt_messages", pa.list_(message)), ("chosen", pa.string()),
-        ("rejected", pa.string()), ("margin", pa.float64()), ("axis", pa.string()),
-        ("n_judgments", pa.int32()), ("agreement", pa.float64()), ("comparison_id", pa.int64()),
-        ("external_id", pa.string()), ("annotators", pa.list_(pa.string())), ("model_chosen", pa.string()),
-        ("model_rejected", pa.string()), ("len_chosen", pa.int32()), ("len_rejected", pa.int32()),
-    ])
-
-
-def _jsonl_bytes(records: Sequence[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-
-
-def _write_split(out: Path, split: str, records: Sequence[dict[str, Any]], fmt: str) -> None:
-    if fmt == "jsonl":
-        (out / f"{split}.jsonl").write_bytes(_jsonl_bytes(records))
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # Parquet embeds only the writer version ("parquet-cpp-arrow version X"),
-    # no timestamps, so equal inputs give equal bytes on the same pyarrow.
-    pq.write_table(pa.Table.from_pylist(list(records), schema=arrow_schema()), out / f"{split}.parquet")
-
-
-def _write_hf(out: Path, splits: Mapping[str, Sequence[dict[str, Any]]]) -> None:
-    import datasets
-    import pyarrow as pa
-
-    datasets.disable_progress_bars()
-    dd = datasets.DatasetDict({
-        # An explicit fingerprint (a hash of the split's content) keeps
-        # state.json deterministic whatever `datasets` would pick itself.
-        name: datasets.Dataset(
-            pa.Table.from_pylist(list(recs), schema=arrow_schema()),
-            fingerprint=hashlib.sha256(_jsonl_bytes(recs)).hexdigest()[:16],
-        )
-        for name, recs in splits.items()
-    })
-    dd.save_to_disk(str(out))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def data_files(out: Path) -> list[Path]:
-    """Every file of an export (manifest included), sorted by relative path."""
-    return sorted((p for p in out.rglob("*") if p.is_file()), key=lambda p: p.relative_to(out).as_posix())
-
-
-def write_export(
-    out: Path,
-    *,
-    train: Sequence[dict[str, Any]],
-    held_out: Sequence[dict[str, Any]],
-    params: ExportParams,
-    project_slug: str,
-    max_strength: int,
-    stats: Mapping[str, Any],
-) -> dict[str, str]:
-    """Write the split files and manifest.json into `out` (created); {relative path: sha256}."""
-    out.mkdir(parents=True, exist_ok=False)
-    splits = {"train": train, "eval": held_out}
-    if params.fmt == "hf":
-        _write_hf(out, splits)
-    else:
-        for name, recs in splits.items():
-            _write_split(out, name, recs, params.fmt)
-    hashes = {p.relative_to(out).as_posix(): sha256_file(p) for p in data_files(out)}
-    manifest = {
-        "schema": SCHEMA_VERSION,
-        "project": project_slug,
-        "params": params.as_dict(),
-        "rows": {"train": len(train), "eval": len(held_out)},
-        "stats": dict(stats),
-        "files": {name: {"sha256": sha, "bytes": (out / name).stat().st_size} for name, sha in hashes.items()},
-        "columns": COLUMNS,
-        "margin_mapping": (
-            f"overall: |overall| / max_strength (max_strength = {max_strength}; on the 7-point scale "
-            "much better 1, better 2/3, slightly better 1/3, tie 0, as in Llama 2); rubric axes: 1 decided, "
-            "0 tie; majority/unanimous: mean over the judgments on the winning side"
-        ),
-        "lengths": "characters (Unicode code points), not tokens",
-        "split": "by prompt: eval iff int(sha256(f'{seed}\\n{prompt}')[:8 bytes]) / 2**64 < eval_fraction",
-        "load_with": _load_hint(params.fmt),
-    }
-    # Sorted keys and no timestamps or ids: the manifest is as reproducible as the data.
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    hashes[MANIFEST] = sha256_file(out / MANIFEST)
-    return dict(sorted(hashes.items()))
-
-
-def _load_hint(fmt: str) -> str:
-    if fmt == "hf":
-        return "datasets.load_from_disk(DIR)"
-    builder = "json" if fmt == "jsonl" else "parquet"
-    return f'datasets.load_dataset("{builder}", data_files={{"train": "train.{fmt}", "eval": "eval.{fmt}"}})'
-
-
-def zip_export(out: Path) -> IO[bytes]:
-    """A zip of an export directory (rewound temp file, spilled to disk past 32 MB)."""
-    import tempfile
-    import zipfile
-
-    buf = tempfile.SpooledTemporaryFile(max_size=32 << 20)
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in data_files(out):
-            zf.write(path, arcname=path.relative_to(out).as_posix())
-    buf.seek(0)
-    return buf  # type: ignore[return-value]

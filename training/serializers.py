@@ -1,4 +1,5 @@
 """DRF serializers for exports and training runs (input validation + output shape)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,15 +28,29 @@ class ExportCreateSerializer(serializers.Serializer):
 
 class DatasetExportSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    files = serializers.DictField(child=serializers.CharField(), read_only=True, help_text="{file: sha256}")
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    files = serializers.DictField(
+        child=serializers.CharField(), read_only=True, help_text="{file: sha256}"
+    )
     params = serializers.DictField(read_only=True)
     download_url = serializers.SerializerMethodField()
 
     class Meta:
         model = DatasetExport
-        fields = ["id", "project", "created_by", "created_at", "format", "params", "n_train", "n_eval",
-                  "files", "download_url"]
+        fields = [
+            "id",
+            "project",
+            "created_by",
+            "created_at",
+            "format",
+            "params",
+            "n_train",
+            "n_eval",
+            "files",
+            "download_url",
+        ]
         read_only_fields = fields
 
     def get_download_url(self, obj: DatasetExport) -> str:
@@ -43,31 +58,65 @@ class DatasetExportSerializer(serializers.ModelSerializer):
 
 
 class ExportDownloadQuerySerializer(serializers.Serializer):
-    file = serializers.CharField(required=False, max_length=500,
-                                 help_text="One file of the export (a key of `files`); omitted: a zip of all.")
+    file = serializers.CharField(
+        required=False,
+        max_length=500,
+        help_text="One file of the export (a key of `files`); omitted: a zip of all.",
+    )
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
-    project = serializers.SlugField(required=False, help_text="Project slug; implied by `export` when omitted.")
+    project = serializers.SlugField(
+        required=False, help_text="Project slug; implied by `export` when omitted."
+    )
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     export = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
-    data_path = serializers.CharField(required=False, default="", allow_blank=True, max_length=500,
-                                      help_text="Staff only: a JSONL path on the workers' disk.")
-    config = serializers.DictField(required=False, default=dict, help_text="Trainer hyperparameters.")
+    data_path = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=500,
+        help_text="Staff only: a JSONL path on the workers' disk.",
+    )
+    config = serializers.DictField(
+        required=False, default=dict, help_text="Trainer hyperparameters."
+    )
     name = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     config = serializers.DictField(read_only=True)
     summary = serializers.DictField(read_only=True)
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "project", "kind", "name", "export", "data_path", "config", "status", "progress", "step",
-                  "total_steps", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
-                  "worker_host", "cancel_requested", "error", "artifacts_dir", "summary"]
+        fields = [
+            "id",
+            "project",
+            "kind",
+            "name",
+            "export",
+            "data_path",
+            "config",
+            "status",
+            "progress",
+            "step",
+            "total_steps",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "worker_host",
+            "cancel_requested",
+            "error",
+            "artifacts_dir",
+            "summary",
+        ]
         read_only_fields = fields
 
 
@@ -78,10 +127,18 @@ class RunListQuerySerializer(serializers.Serializer):
 
 
 class MetricsQuerySerializer(serializers.Serializer):
-    name = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
-                                 help_text="Only these metric names (repeatable).")
-    after_step = serializers.IntegerField(required=False, min_value=-1, max_value=2**31 - 1, default=-1,
-                                          help_text="Only points with step > after_step (for polling).")
+    name = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        help_text="Only these metric names (repeatable).",
+    )
+    after_step = serializers.IntegerField(
+        required=False,
+        min_value=-1,
+        max_value=2**31 - 1,
+        default=-1,
+        help_text="Only points with step > after_step (for polling).",
+    )
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)

@@ -3,6 +3,7 @@
 Keyword-only, typed, transactional functions named `<entity>_<action>`; views,
 the API and commands only adapt their input to these.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Judgment, Project, User
-from training import exports
+from training import export_files, exports
 from training.models import DatasetExport, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -55,26 +56,41 @@ def export_create(
     Raises `ValidationError` (a field -> messages dict) on bad parameters.
     """
     params = exports.ExportParams(
-        fmt=fmt, axis=axis, policy=policy, min_judgments=min_judgments, ties=ties,
-        exclude_annotators=tuple(sorted(set(exclude_annotators))), eval_fraction=eval_fraction, seed=seed,
+        fmt=fmt,
+        axis=axis,
+        policy=policy,
+        min_judgments=min_judgments,
+        ties=ties,
+        exclude_annotators=tuple(sorted(set(exclude_annotators))),
+        eval_fraction=eval_fraction,
+        seed=seed,
     )
     try:
         params.validate(axes=list(project.rubric_axes or []))
     except exports.ExportParamsError as exc:
         raise ValidationError(exc.errors) from exc
     unknown = set(params.exclude_annotators) - set(
-        Judgment.objects.filter(project=project, annotator__username__in=params.exclude_annotators)
-        .values_list("annotator__username", flat=True)
+        Judgment.objects.filter(
+            project=project, annotator__username__in=params.exclude_annotators
+        ).values_list("annotator__username", flat=True)
     )
     if unknown:
         # A typo would otherwise silently export the labels one meant to drop.
-        raise ValidationError({"exclude_annotators": [f"no judgments by: {', '.join(sorted(unknown))}"]})
-    if out_dir is not None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValidationError(
+            {"exclude_annotators": [f"no judgments by: {', '.join(sorted(unknown))}"]}
+        )
+    if (
+        out_dir is not None
+        and out_dir.exists()
+        and (not out_dir.is_dir() or any(out_dir.iterdir()))
+    ):
         raise ValidationError({"out": [f"{out_dir} exists and is not an empty directory"]})
 
     comparisons = exports.load_comparisons(project)
     records, skipped = exports.build_records(comparisons, params, max_strength=project.max_strength)
-    train, held_out = exports.split_by_prompt(records, eval_fraction=params.eval_fraction, seed=params.seed)
+    train, held_out = exports.split_by_prompt(
+        records, eval_fraction=params.eval_fraction, seed=params.seed
+    )
     stats = {
         "comparisons": len(comparisons),
         "judgments": sum(len(c.votes) for c in comparisons),
@@ -90,9 +106,14 @@ def export_create(
     tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex}"
     placed = False
     try:
-        files = exports.write_export(
-            tmp, train=train, held_out=held_out, params=params, project_slug=project.slug,
-            max_strength=project.max_strength, stats=stats,
+        files = export_files.write_export(
+            tmp,
+            train=train,
+            held_out=held_out,
+            params=params,
+            project_slug=project.slug,
+            max_strength=project.max_strength,
+            stats=stats,
         )
         if final.exists():  # an empty directory given as --out
             final.rmdir()
@@ -142,8 +163,15 @@ def run_create(
     if errors:
         raise ValidationError(errors)
     run = TrainingRun.objects.create(
-        project=project if project is not None else (export.project if export is not None else None),
-        kind=kind, name=name, export=export, data_path=data_path, config=dict(config or {}), created_by=user,
+        project=project
+        if project is not None
+        else (export.project if export is not None else None),
+        kind=kind,
+        name=name,
+        export=export,
+        data_path=data_path,
+        config=dict(config or {}),
+        created_by=user,
     )
     # Enqueue after commit: a worker must never pick up a run it cannot read.
     transaction.on_commit(partial(run_enqueue, run_id=run.pk))

@@ -3,6 +3,7 @@
 Thin adapters over `training.services`; ML members of a project (and staff)
 only: other members get 403, non-members 404 (see `annotate.permissions`).
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -24,21 +25,34 @@ from training.services import export_create
 class ExportForm(forms.Form):
     format = forms.ChoiceField(choices=[(f, f) for f in exports.FORMATS], initial="jsonl")
     axis = forms.ChoiceField(initial="overall")
-    policy = forms.ChoiceField(choices=[(p, p) for p in exports.POLICIES], initial="majority",
-                               help_text="majority: one record per comparison with a strict majority; "
-                                         "unanimous: every judgment agrees; all: one record per judgment.")
+    policy = forms.ChoiceField(
+        choices=[(p, p) for p in exports.POLICIES],
+        initial="majority",
+        help_text="majority: one record per comparison with a strict majority; "
+        "unanimous: every judgment agrees; all: one record per judgment.",
+    )
     min_judgments = forms.IntegerField(min_value=1, max_value=1000, initial=1)
     ties = forms.ChoiceField(choices=[(t, t) for t in exports.TIES], initial="drop")
-    exclude_annotators = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
-    eval_fraction = forms.FloatField(min_value=0.0, max_value=0.99, initial=0.1,
-                                     help_text="Share of prompts held out (split by prompt).")
+    exclude_annotators = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple
+    )
+    eval_fraction = forms.FloatField(
+        min_value=0.0,
+        max_value=0.99,
+        initial=0.1,
+        help_text="Share of prompts held out (split by prompt).",
+    )
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
 
     def __init__(self, *args: object, project: Project, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.fields["axis"].choices = [(a, a) for a in ["overall", *project.rubric_axes]]
-        names = (Judgment.objects.filter(project=project).values_list("annotator__username", flat=True)
-                 .distinct().order_by("annotator__username"))
+        names = (
+            Judgment.objects.filter(project=project)
+            .values_list("annotator__username", flat=True)
+            .distinct()
+            .order_by("annotator__username")
+        )
         self.fields["exclude_annotators"].choices = [(n, n) for n in names]
 
 
@@ -48,8 +62,11 @@ def ml_home(request: HttpRequest) -> HttpResponse:
     if not has_role_anywhere(request.user, EXPORT):
         raise PermissionDenied("Only ML staff use these pages.")
     projects = visible_projects(request.user, EXPORT).order_by("name")
-    recent = (DatasetExport.objects.filter(project__in=projects).select_related("project", "created_by")
-              .order_by("-id")[:20])
+    recent = (
+        DatasetExport.objects.filter(project__in=projects)
+        .select_related("project", "created_by")
+        .order_by("-id")[:20]
+    )
     return render(request, "training/exports_home.html", {"projects": projects, "recent": recent})
 
 
@@ -64,9 +81,15 @@ def project_exports(request: HttpRequest, slug: str) -> HttpResponse:
             data = form.cleaned_data
             try:
                 export = export_create(
-                    project=project, user=request.user, fmt=data["format"], axis=data["axis"],
-                    policy=data["policy"], min_judgments=data["min_judgments"], ties=data["ties"],
-                    exclude_annotators=data["exclude_annotators"], eval_fraction=data["eval_fraction"],
+                    project=project,
+                    user=request.user,
+                    fmt=data["format"],
+                    axis=data["axis"],
+                    policy=data["policy"],
+                    min_judgments=data["min_judgments"],
+                    ties=data["ties"],
+                    exclude_annotators=data["exclude_annotators"],
+                    eval_fraction=data["eval_fraction"],
                     seed=data["seed"],
                 )
             except ValidationError as exc:
@@ -74,12 +97,21 @@ def project_exports(request: HttpRequest, slug: str) -> HttpResponse:
                     name = "format" if name == "fmt" else name
                     form.add_error(name if name in form.fields else None, errs)
             else:
-                messages.success(request, f"Export {export.pk}: {export.n_train} train + {export.n_eval} eval records.")
+                messages.success(
+                    request,
+                    f"Export {export.pk}: {export.n_train} train + {export.n_eval} eval records.",
+                )
                 return redirect("ml-project-exports", slug=project.slug)
         status = 400
-    rows = (DatasetExport.objects.filter(project=project).select_related("created_by").order_by("-id"))
-    return render(request, "training/exports.html", {"project": project, "form": form, "exports": rows},
-                  status=status)
+    rows = (
+        DatasetExport.objects.filter(project=project).select_related("created_by").order_by("-id")
+    )
+    return render(
+        request,
+        "training/exports.html",
+        {"project": project, "form": form, "exports": rows},
+        status=status,
+    )
 
 
 @login_required

@@ -4,6 +4,7 @@ Personas (tests/conftest.py): alice annotates, lee leads, mia is ML staff;
 here also sam (is_staff, no membership) and nina (ML staff of ANOTHER
 project: a member of something, but not of this project).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,8 +72,11 @@ def world(db) -> World:
         "staff": UserFactory(username="sam", is_staff=True),
         "nonmember": UserFactory(username="nina"),
     }
-    for role, name in (("annotator", Membership.Role.ANNOTATOR), ("lead", Membership.Role.LEAD),
-                       ("ml", Membership.Role.ML)):
+    for role, name in (
+        ("annotator", Membership.Role.ANNOTATOR),
+        ("lead", Membership.Role.LEAD),
+        ("ml", Membership.Role.ML),
+    ):
         MembershipFactory(project=project, user=users[role], role=name)
     MembershipFactory(project=other, user=users["nonmember"], role=Membership.Role.ML)
     bob = UserFactory(username="bob")
@@ -80,24 +84,50 @@ def world(db) -> World:
     comparisons = [ComparisonFactory(project=project, model_a="m1", model_b="m2") for _ in range(4)]
     ComparisonFactory(project=other)
     # bob judged the first two (B better, then A much better); alice has one open slot on the third.
-    JudgmentFactory(assignment=AssignmentFactory(comparison=comparisons[0], annotator=bob), overall=2,
-                    axes={"helpful": "B", "truthful": "B", "harmless": "tie"})
-    JudgmentFactory(assignment=AssignmentFactory(comparison=comparisons[1], annotator=bob), overall=-3,
-                    axes={"helpful": "A", "truthful": "tie", "harmless": "A"})
-    JudgmentFactory(assignment=AssignmentFactory(comparison=comparisons[1], annotator=users["annotator"]),
-                    overall=-1, axes={"helpful": "A", "truthful": "A", "harmless": "A"})
+    JudgmentFactory(
+        assignment=AssignmentFactory(comparison=comparisons[0], annotator=bob),
+        overall=2,
+        axes={"helpful": "B", "truthful": "B", "harmless": "tie"},
+    )
+    JudgmentFactory(
+        assignment=AssignmentFactory(comparison=comparisons[1], annotator=bob),
+        overall=-3,
+        axes={"helpful": "A", "truthful": "tie", "harmless": "A"},
+    )
+    JudgmentFactory(
+        assignment=AssignmentFactory(comparison=comparisons[1], annotator=users["annotator"]),
+        overall=-1,
+        axes={"helpful": "A", "truthful": "A", "harmless": "A"},
+    )
     from django.utils import timezone
 
     now = timezone.now()
-    open_assignment = AssignmentFactory(comparison=comparisons[2], annotator=users["annotator"],
-                                        status=Assignment.Status.OPEN, shown_at=now,
-                                        lease_expires_at=now + timezone.timedelta(seconds=project.lease_s))
+    open_assignment = AssignmentFactory(
+        comparison=comparisons[2],
+        annotator=users["annotator"],
+        status=Assignment.Status.OPEN,
+        shown_at=now,
+        lease_expires_at=now + timezone.timedelta(seconds=project.lease_s),
+    )
     for c in comparisons[:3]:
         Comparison.objects.filter(pk=c.pk).update(slots_taken=1 + (c == comparisons[1]))
     export = export_create(project=project, user=users["ml"], eval_fraction=0.0)
-    run = TrainingRun.objects.create(project=project, kind=TrainingRun.Kind.REWARD, export=export,
-                                     created_by=users["ml"])
-    MetricPoint.objects.bulk_create([MetricPoint(run=run, step=s, name=n, value=v)
-                                     for s in range(3) for n, v in (("loss", 1.0 / (s + 1)), ("accuracy", 0.5))])
-    return World(project=project, other=other, users=users, comparisons=comparisons,
-                 open_assignment=open_assignment, export=export, run=run)
+    run = TrainingRun.objects.create(
+        project=project, kind=TrainingRun.Kind.REWARD, export=export, created_by=users["ml"]
+    )
+    MetricPoint.objects.bulk_create(
+        [
+            MetricPoint(run=run, step=s, name=n, value=v)
+            for s in range(3)
+            for n, v in (("loss", 1.0 / (s + 1)), ("accuracy", 0.5))
+        ]
+    )
+    return World(
+        project=project,
+        other=other,
+        users=users,
+        comparisons=comparisons,
+        open_assignment=open_assignment,
+        export=export,
+        run=run,
+    )

@@ -1,4 +1,5 @@
 """Judgments list with filters, the agreement report, authentication schemes and the schema."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def test_filters_by_annotator_time_axis_and_side(world: World) -> None:
     assert _annotators(lead.get(URL)) == ["bob", "bob", "alice"]
     assert _annotators(lead.get(URL, {"annotator": "alice"})) == ["alice"]
     old = Judgment.objects.filter(annotator__username="bob").order_by("id").first()
-    Judgment.objects.filter(pk=old.pk).update(submitted_at=timezone.now() - timezone.timedelta(days=3))
+    Judgment.objects.filter(pk=old.pk).update(
+        submitted_at=timezone.now() - timezone.timedelta(days=3)
+    )
     since = (timezone.now() - timezone.timedelta(days=1)).isoformat()
     assert lead.get(URL, {"submitted_after": since}).data["count"] == 2
     assert [j["id"] for j in lead.get(URL, {"submitted_before": since}).data["results"]] == [old.pk]
@@ -33,15 +36,23 @@ def test_filters_by_annotator_time_axis_and_side(world: World) -> None:
     assert lead.get(URL, {"axis": "overall", "side": "A"}).data["count"] == 2
     assert lead.get(URL, {"side": "B"}).data["count"] == 1
     # truthful: B, tie, A
-    assert [j["axes"]["truthful"] for j in lead.get(URL, {"axis": "truthful", "side": "tie"}).data["results"]] == ["tie"]
+    assert [
+        j["axes"]["truthful"]
+        for j in lead.get(URL, {"axis": "truthful", "side": "tie"}).data["results"]
+    ] == ["tie"]
     assert lead.get(URL, {"axis": "harmless"}).data["count"] == 3
     assert lead.get(URL, {"comparison": world.comparisons[1].pk}).data["count"] == 2
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"axis": "speed"}, "axis"), ({"side": "left"}, "side"), ({"submitted_after": "yesterday"}, "submitted_after"),
-    ({"comparison": "x"}, "comparison"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"axis": "speed"}, "axis"),
+        ({"side": "left"}, "side"),
+        ({"submitted_after": "yesterday"}, "submitted_after"),
+        ({"comparison": "x"}, "comparison"),
+    ],
+)
 def test_bad_filters_are_400(world: World, params: dict, field: str) -> None:
     response = world.client("lead").get(URL, params)
     assert response.status_code == 400 and field in response.data
@@ -72,9 +83,14 @@ def test_session_auth_needs_csrf_and_token_does_not(world: World) -> None:
     assert session.post("/api/v1/projects/demo/exports/", body, format="json").status_code == 403
     session.get("/login/")  # sets the CSRF cookie
     token = session.cookies["csrftoken"].value
-    response = session.post("/api/v1/projects/demo/exports/", body, format="json", HTTP_X_CSRFTOKEN=token)
+    response = session.post(
+        "/api/v1/projects/demo/exports/", body, format="json", HTTP_X_CSRFTOKEN=token
+    )
     assert response.status_code == 201
-    assert world.client("ml").post("/api/v1/projects/demo/exports/", body, format="json").status_code == 201
+    assert (
+        world.client("ml").post("/api/v1/projects/demo/exports/", body, format="json").status_code
+        == 201
+    )
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION="Token not-a-token")
     assert bad.get("/api/v1/projects/").status_code == 401
@@ -96,6 +112,8 @@ def test_openapi_schema_is_valid_without_warnings(tmp_path: Path) -> None:
     paths = schema["paths"]
     assert "/api/v1/projects/{slug}/comparisons/" in paths
     assert set(paths["/api/v1/projects/{slug}/comparisons/"]["post"]["requestBody"]["content"]) == {
-        "application/json", "multipart/form-data"}
+        "application/json",
+        "multipart/form-data",
+    }
     assert "/api/v1/runs/{id}/cancel/" in paths
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])

@@ -1,4 +1,5 @@
 """Exports and training runs over the API."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.api.conftest import World
 from training import services
 from training.models import DatasetExport, TrainingRun
-from tests.api.conftest import World
 
 
 def _body(response) -> bytes:
@@ -20,8 +21,11 @@ def _body(response) -> bytes:
 
 def test_export_create_list_detail_download(world: World) -> None:
     ml = world.client("ml")
-    created = ml.post("/api/v1/projects/demo/exports/", {"format": "hf", "policy": "all", "ties": "keep",
-                                                         "eval_fraction": 0.0}, format="json")
+    created = ml.post(
+        "/api/v1/projects/demo/exports/",
+        {"format": "hf", "policy": "all", "ties": "keep", "eval_fraction": 0.0},
+        format="json",
+    )
     assert created.status_code == 201, created.data
     export = DatasetExport.objects.get(pk=created.data["id"])
     assert created.data["created_by"] == "mia" and created.data["params"]["policy"] == "all"
@@ -42,16 +46,21 @@ def test_export_create_list_detail_download(world: World) -> None:
         assert ml.get(created.data["download_url"], {"file": bad}).status_code == 404
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"format": "xml"}, "format"),
-    ({"axis": "speed"}, "axis"),
-    ({"policy": "vote"}, "policy"),
-    ({"min_judgments": 0}, "min_judgments"),
-    ({"eval_fraction": 1.5}, "eval_fraction"),
-    ({"exclude_annotators": ["nobody"]}, "exclude_annotators"),
-    ({"seed": "x"}, "seed"),
-])
-def test_export_bad_input_is_400_and_writes_nothing(world: World, body: dict, field: str, artifacts) -> None:
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"format": "xml"}, "format"),
+        ({"axis": "speed"}, "axis"),
+        ({"policy": "vote"}, "policy"),
+        ({"min_judgments": 0}, "min_judgments"),
+        ({"eval_fraction": 1.5}, "eval_fraction"),
+        ({"exclude_annotators": ["nobody"]}, "exclude_annotators"),
+        ({"seed": "x"}, "seed"),
+    ],
+)
+def test_export_bad_input_is_400_and_writes_nothing(
+    world: World, body: dict, field: str, artifacts
+) -> None:
     before = sorted(p.name for p in (artifacts / "exports").iterdir())
     response = world.client("ml").post("/api/v1/projects/demo/exports/", body, format="json")
     assert response.status_code == 400 and field in response.data, response.data
@@ -59,15 +68,24 @@ def test_export_bad_input_is_400_and_writes_nothing(world: World, body: dict, fi
     assert sorted(p.name for p in (artifacts / "exports").iterdir()) == before
 
 
-def test_run_create_queues_and_enqueues_after_commit(world: World, django_capture_on_commit_callbacks) -> None:
+def test_run_create_queues_and_enqueues_after_commit(
+    world: World, django_capture_on_commit_callbacks
+) -> None:
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = world.client("ml").post("/api/v1/runs/", {"kind": "dpo", "export": world.export.pk,
-                                                             "config": {"beta": 0.1}, "name": "try"},
-                                           format="json")
+        response = world.client("ml").post(
+            "/api/v1/runs/",
+            {"kind": "dpo", "export": world.export.pk, "config": {"beta": 0.1}, "name": "try"},
+            format="json",
+        )
     assert response.status_code == 201, response.data
     run = TrainingRun.objects.get(pk=response.data["id"])
     assert (run.status, run.kind, run.project, run.export, run.config) == (
-        "queued", "dpo", world.project, world.export, {"beta": 0.1})
+        "queued",
+        "dpo",
+        world.project,
+        world.export,
+        {"beta": 0.1},
+    )
     assert len(callbacks) == 1  # the enqueue, which must wait for the commit
 
 
@@ -94,13 +112,16 @@ def test_enqueue_sends_the_run_id_to_the_task_and_records_its_id(world: World, m
     assert sent == [world.run.pk] and world.run.celery_task_id == "task-123"
 
 
-@pytest.mark.parametrize("body,field,status", [
-    ({"kind": "sft", "export": 1}, "kind", 400),
-    ({"kind": "reward"}, "project", 400),
-    ({"kind": "reward", "project": "demo"}, "export", 400),
-    ({"kind": "reward", "project": "demo", "data_path": "/etc/passwd"}, "data_path", 400),
-    ({"kind": "reward", "project": "demo", "export": 1, "config": [1]}, "config", 400),
-])
+@pytest.mark.parametrize(
+    "body,field,status",
+    [
+        ({"kind": "sft", "export": 1}, "kind", 400),
+        ({"kind": "reward"}, "project", 400),
+        ({"kind": "reward", "project": "demo"}, "export", 400),
+        ({"kind": "reward", "project": "demo", "data_path": "/etc/passwd"}, "data_path", 400),
+        ({"kind": "reward", "project": "demo", "export": 1, "config": [1]}, "config", 400),
+    ],
+)
 def test_run_bad_input(world: World, body: dict, field: str, status: int) -> None:
     if body.get("export") == 1:
         body = {**body, "export": world.export.pk}
@@ -110,8 +131,9 @@ def test_run_bad_input(world: World, body: dict, field: str, status: int) -> Non
 
 
 def test_staff_may_train_on_a_server_path_without_a_project(world: World) -> None:
-    response = world.client("staff").post("/api/v1/runs/", {"kind": "reward", "data_path": "/data/pairs.jsonl"},
-                                          format="json")
+    response = world.client("staff").post(
+        "/api/v1/runs/", {"kind": "reward", "data_path": "/data/pairs.jsonl"}, format="json"
+    )
     assert response.status_code == 201 and response.data["project"] is None
     # ... and such a run is invisible to ML members of projects.
     assert world.client("ml").get(f"/api/v1/runs/{response.data['id']}/").status_code == 404
@@ -121,11 +143,15 @@ def test_an_export_of_another_project_cannot_be_used(world: World) -> None:
     from training.services import export_create
 
     other_export = export_create(project=world.other, user=None)
-    response = world.client("ml").post("/api/v1/runs/", {"kind": "reward", "export": other_export.pk},
-                                       format="json")
+    response = world.client("ml").post(
+        "/api/v1/runs/", {"kind": "reward", "export": other_export.pk}, format="json"
+    )
     assert response.status_code == 404
-    response = world.client("staff").post("/api/v1/runs/", {"kind": "reward", "project": "demo",
-                                                            "export": other_export.pk}, format="json")
+    response = world.client("staff").post(
+        "/api/v1/runs/",
+        {"kind": "reward", "project": "demo", "export": other_export.pk},
+        format="json",
+    )
     assert response.status_code == 400 and "export" in response.data
 
 

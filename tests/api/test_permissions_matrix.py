@@ -10,6 +10,7 @@ Staff administer everything but do not label (labeling needs the annotator
 role). A new endpoint must be added here: `test_table_covers_every_api_route`
 fails otherwise.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,23 +30,47 @@ ENDPOINTS: dict[str, tuple[str, Build, Build | None]] = {
     "projects.list": ("get", lambda w: "/api/v1/projects/", None),
     "projects.detail": ("get", lambda w: "/api/v1/projects/demo/", None),
     "comparisons.list": ("get", lambda w: "/api/v1/projects/demo/comparisons/", None),
-    "comparisons.import": ("post", lambda w: "/api/v1/projects/demo/comparisons/",
-                           lambda w: {"format": "jsonl", "items": [{"prompt": "p?", "response_a": "a", "response_b": "b"}]}),
-    "comparisons.detail": ("get", lambda w: f"/api/v1/projects/demo/comparisons/{w.comparisons[0].pk}/", None),
+    "comparisons.import": (
+        "post",
+        lambda w: "/api/v1/projects/demo/comparisons/",
+        lambda w: {
+            "format": "jsonl",
+            "items": [{"prompt": "p?", "response_a": "a", "response_b": "b"}],
+        },
+    ),
+    "comparisons.detail": (
+        "get",
+        lambda w: f"/api/v1/projects/demo/comparisons/{w.comparisons[0].pk}/",
+        None,
+    ),
     "assignments.list": ("get", lambda w: "/api/v1/projects/demo/assignments/", None),
     "assignments.next": ("post", lambda w: "/api/v1/projects/demo/assignments/next/", None),
-    "assignments.skip": ("post", lambda w: f"/api/v1/projects/demo/assignments/{w.open_assignment.pk}/skip/",
-                         lambda w: {"reason": "unclear"}),
-    "assignments.submit": ("post", lambda w: f"/api/v1/projects/demo/assignments/{w.open_assignment.pk}/judgment/",
-                           lambda w: {"overall": -2, "axes": AXES}),
+    "assignments.skip": (
+        "post",
+        lambda w: f"/api/v1/projects/demo/assignments/{w.open_assignment.pk}/skip/",
+        lambda w: {"reason": "unclear"},
+    ),
+    "assignments.submit": (
+        "post",
+        lambda w: f"/api/v1/projects/demo/assignments/{w.open_assignment.pk}/judgment/",
+        lambda w: {"overall": -2, "axes": AXES},
+    ),
     "judgments.list": ("get", lambda w: "/api/v1/projects/demo/judgments/", None),
     "agreement": ("get", lambda w: "/api/v1/projects/demo/agreement/", None),
     "exports.list": ("get", lambda w: "/api/v1/projects/demo/exports/", None),
-    "exports.create": ("post", lambda w: "/api/v1/projects/demo/exports/", lambda w: {"format": "jsonl", "seed": 1}),
+    "exports.create": (
+        "post",
+        lambda w: "/api/v1/projects/demo/exports/",
+        lambda w: {"format": "jsonl", "seed": 1},
+    ),
     "exports.detail": ("get", lambda w: f"/api/v1/exports/{w.export.pk}/", None),
     "exports.download": ("get", lambda w: f"/api/v1/exports/{w.export.pk}/download/", None),
     "runs.list": ("get", lambda w: "/api/v1/runs/", None),
-    "runs.create": ("post", lambda w: "/api/v1/runs/", lambda w: {"kind": "reward", "export": w.export.pk}),
+    "runs.create": (
+        "post",
+        lambda w: "/api/v1/runs/",
+        lambda w: {"kind": "reward", "export": w.export.pk},
+    ),
     "runs.detail": ("get", lambda w: f"/api/v1/runs/{w.run.pk}/", None),
     "runs.metrics": ("get", lambda w: f"/api/v1/runs/{w.run.pk}/metrics/", None),
     "runs.cancel": ("post", lambda w: f"/api/v1/runs/{w.run.pk}/cancel/", None),
@@ -53,31 +78,33 @@ ENDPOINTS: dict[str, tuple[str, Build, Build | None]] = {
 
 # THE table.            anonymous annotator lead  ml   staff nonmember
 EXPECTED: dict[str, tuple[int, int, int, int, int, int]] = {
-    "schema":             (200, 200, 200, 200, 200, 200),
-    "projects.list":      (401, 200, 200, 200, 200, 200),
-    "projects.detail":    (401, 200, 200, 200, 200, 404),
-    "comparisons.list":   (401, 403, 200, 200, 200, 404),
+    "schema": (200, 200, 200, 200, 200, 200),
+    "projects.list": (401, 200, 200, 200, 200, 200),
+    "projects.detail": (401, 200, 200, 200, 200, 404),
+    "comparisons.list": (401, 403, 200, 200, 200, 404),
     "comparisons.import": (401, 403, 403, 201, 201, 404),
     "comparisons.detail": (401, 403, 200, 200, 200, 404),
-    "assignments.list":   (401, 200, 200, 200, 200, 404),
-    "assignments.next":   (401, 200, 403, 403, 403, 404),
-    "assignments.skip":   (401, 200, 403, 403, 403, 404),
+    "assignments.list": (401, 200, 200, 200, 200, 404),
+    "assignments.next": (401, 200, 403, 403, 403, 404),
+    "assignments.skip": (401, 200, 403, 403, 403, 404),
     "assignments.submit": (401, 201, 403, 403, 403, 404),
-    "judgments.list":     (401, 200, 200, 200, 200, 404),
-    "agreement":          (401, 403, 200, 200, 200, 404),
-    "exports.list":       (401, 403, 403, 200, 200, 404),
-    "exports.create":     (401, 403, 403, 201, 201, 404),
-    "exports.detail":     (401, 403, 403, 200, 200, 404),
-    "exports.download":   (401, 403, 403, 200, 200, 404),
+    "judgments.list": (401, 200, 200, 200, 200, 404),
+    "agreement": (401, 403, 200, 200, 200, 404),
+    "exports.list": (401, 403, 403, 200, 200, 404),
+    "exports.create": (401, 403, 403, 201, 201, 404),
+    "exports.detail": (401, 403, 403, 200, 200, 404),
+    "exports.download": (401, 403, 403, 200, 200, 404),
     # nina is ML staff elsewhere: she may list runs (she sees none of demo's, below).
-    "runs.list":          (401, 403, 403, 200, 200, 200),
-    "runs.create":        (401, 403, 403, 201, 201, 404),
-    "runs.detail":        (401, 403, 403, 200, 200, 404),
-    "runs.metrics":       (401, 403, 403, 200, 200, 404),
-    "runs.cancel":        (401, 403, 403, 200, 200, 404),
+    "runs.list": (401, 403, 403, 200, 200, 200),
+    "runs.create": (401, 403, 403, 201, 201, 404),
+    "runs.detail": (401, 403, 403, 200, 200, 404),
+    "runs.metrics": (401, 403, 403, 200, 200, 404),
+    "runs.cancel": (401, 403, 403, 200, 200, 404),
 }
 
-CASES = [(endpoint, role, EXPECTED[endpoint][i]) for endpoint in EXPECTED for i, role in enumerate(ROLES)]
+CASES = [
+    (endpoint, role, EXPECTED[endpoint][i]) for endpoint in EXPECTED for i, role in enumerate(ROLES)
+]
 
 
 def test_table_and_endpoints_match() -> None:
@@ -101,14 +128,24 @@ def _api_routes() -> set[str]:
 
 def test_table_covers_every_api_route() -> None:
     covered = {
-        "api/v1/schema/", "api/v1/projects/", "api/v1/projects/<slug:slug>/",
-        "api/v1/projects/<slug:slug>/comparisons/", "api/v1/projects/<slug:slug>/comparisons/<id:pk>/",
-        "api/v1/projects/<slug:slug>/assignments/", "api/v1/projects/<slug:slug>/assignments/next/",
+        "api/v1/schema/",
+        "api/v1/projects/",
+        "api/v1/projects/<slug:slug>/",
+        "api/v1/projects/<slug:slug>/comparisons/",
+        "api/v1/projects/<slug:slug>/comparisons/<id:pk>/",
+        "api/v1/projects/<slug:slug>/assignments/",
+        "api/v1/projects/<slug:slug>/assignments/next/",
         "api/v1/projects/<slug:slug>/assignments/<id:pk>/skip/",
         "api/v1/projects/<slug:slug>/assignments/<id:pk>/judgment/",
-        "api/v1/projects/<slug:slug>/judgments/", "api/v1/projects/<slug:slug>/agreement/",
-        "api/v1/projects/<slug:slug>/exports/", "api/v1/exports/<id:pk>/", "api/v1/exports/<id:pk>/download/",
-        "api/v1/runs/", "api/v1/runs/<id:pk>/", "api/v1/runs/<id:pk>/metrics/", "api/v1/runs/<id:pk>/cancel/",
+        "api/v1/projects/<slug:slug>/judgments/",
+        "api/v1/projects/<slug:slug>/agreement/",
+        "api/v1/projects/<slug:slug>/exports/",
+        "api/v1/exports/<id:pk>/",
+        "api/v1/exports/<id:pk>/download/",
+        "api/v1/runs/",
+        "api/v1/runs/<id:pk>/",
+        "api/v1/runs/<id:pk>/metrics/",
+        "api/v1/runs/<id:pk>/cancel/",
     }
     assert _api_routes() == covered
 
@@ -122,7 +159,9 @@ def test_permission_matrix(world: World, endpoint: str, role: str, expected: int
     else:
         response = getattr(client, method)(path(world), body(world), format="json")
     detail = getattr(response, "data", None) if response.status_code != expected else None
-    assert response.status_code == expected, f"{endpoint} as {role}: {response.status_code} {detail}"
+    assert response.status_code == expected, (
+        f"{endpoint} as {role}: {response.status_code} {detail}"
+    )
     if expected == 401:
         assert response["WWW-Authenticate"].startswith("Token")
 
@@ -133,12 +172,18 @@ def test_lists_only_show_what_the_role_may_see(world: World) -> None:
     assert [r["id"] for r in nina.get("/api/v1/runs/").data["results"]] == []
     assert [p["slug"] for p in nina.get("/api/v1/projects/").data["results"]] == ["other"]
     # staff see every project; alice sees only hers, and only her own judgments and assignments.
-    assert [p["slug"] for p in world.client("staff").get("/api/v1/projects/").data["results"]] == ["demo", "other"]
+    assert [p["slug"] for p in world.client("staff").get("/api/v1/projects/").data["results"]] == [
+        "demo",
+        "other",
+    ]
     alice = world.client("annotator")
     assert [p["slug"] for p in alice.get("/api/v1/projects/").data["results"]] == ["demo"]
-    assert {j["annotator"] for j in alice.get("/api/v1/projects/demo/judgments/").data["results"]} == {"alice"}
+    assert {
+        j["annotator"] for j in alice.get("/api/v1/projects/demo/judgments/").data["results"]
+    } == {"alice"}
     assert [a["id"] for a in alice.get("/api/v1/projects/demo/assignments/").data["results"]] == [
-        a.pk for a in world.open_assignment.annotator.assignments.order_by("id")]
+        a.pk for a in world.open_assignment.annotator.assignments.order_by("id")
+    ]
     # The lead sees everyone's judgments.
     lead_view = world.client("lead").get("/api/v1/projects/demo/judgments/").data
     assert {j["annotator"] for j in lead_view["results"]} == {"alice", "bob"}

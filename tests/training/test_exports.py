@@ -1,4 +1,5 @@
-"""Preference export: record rules, split, files that `datasets` loads, determinism, CLI, ML pages."""
+"""Preference export: record rules, split, `datasets` loading, determinism, CLI, ML pages."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ from tests.factories import (
     ProjectFactory,
     UserFactory,
 )
-from training import exports
+from training import export_files, exports
 from training.exports import ComparisonData, ExportParams, Vote, build_records, split_by_prompt
 from training.models import DatasetExport
 from training.services import export_create, export_dir
@@ -38,12 +39,22 @@ def fast_passwords(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def _comparison(votes: list[tuple[str, int, dict[str, str] | None]], *, cid: int = 1, prompt: str = "p") -> ComparisonData:
+def _comparison(
+    votes: list[tuple[str, int, dict[str, str] | None]], *, cid: int = 1, prompt: str = "p"
+) -> ComparisonData:
     return ComparisonData(
-        id=cid, external_id=f"x{cid}", prompt=prompt, messages=None, response_a="aaaa", response_b="bb",
-        model_a="ma", model_b="mb",
-        votes=tuple(Vote(judgment_id=i, annotator=name, overall=o, axes=axes or {})
-                    for i, (name, o, axes) in enumerate(votes)),
+        id=cid,
+        external_id=f"x{cid}",
+        prompt=prompt,
+        messages=None,
+        response_a="aaaa",
+        response_b="bb",
+        model_a="ma",
+        model_b="mb",
+        votes=tuple(
+            Vote(judgment_id=i, annotator=name, overall=o, axes=axes or {})
+            for i, (name, o, axes) in enumerate(votes)
+        ),
     )
 
 
@@ -84,7 +95,11 @@ def test_majority_needs_a_strict_majority_and_drops_ties_by_default() -> None:
     assert skipped == {"no_majority": 2, "tie": 1}
     kept, _ = _build([tie], ties="keep")
     assert len(kept) == 1
-    assert kept[0]["margin"] == 0.0 and kept[0]["chosen"] == "aaaa" and kept[0]["agreement"] == pytest.approx(2 / 3)
+    assert (
+        kept[0]["margin"] == 0.0
+        and kept[0]["chosen"] == "aaaa"
+        and kept[0]["agreement"] == pytest.approx(2 / 3)
+    )
 
 
 def test_unanimous_keeps_only_full_agreement() -> None:
@@ -112,13 +127,19 @@ def test_min_judgments_and_exclusions_count_only_remaining_judgments() -> None:
     assert _build([comp], min_judgments=4)[0] == []
     records, _ = _build([comp], min_judgments=2, exclude_annotators=("judge",))
     assert records[0]["n_judgments"] == 2 and records[0]["agreement"] == 1.0
-    assert _build([comp], min_judgments=3, exclude_annotators=("judge",))[1] == {"too_few_judgments": 1}
+    assert _build([comp], min_judgments=3, exclude_annotators=("judge",))[1] == {
+        "too_few_judgments": 1
+    }
 
 
 def test_axis_export_uses_the_axis_choice_with_margin_one() -> None:
-    comp = _comparison([
-        ("a", -3, {"harmless": "B"}), ("b", -3, {"harmless": "B"}), ("c", 1, {}),  # c gave no harmless choice
-    ])
+    comp = _comparison(
+        [
+            ("a", -3, {"harmless": "B"}),
+            ("b", -3, {"harmless": "B"}),
+            ("c", 1, {}),  # c gave no harmless choice
+        ]
+    )
     (rec,), _ = _build([comp], axis="harmless")
     assert rec["axis"] == "harmless" and rec["chosen"] == "bb" and rec["margin"] == 1.0
     assert rec["n_judgments"] == 2
@@ -139,8 +160,17 @@ def test_split_is_by_prompt_deterministic_and_stable_when_data_grows() -> None:
     assert {r["prompt"] for r in other_held} != held_prompts
 
 
-@pytest.mark.parametrize("field,value", [("fmt", "csv"), ("policy", "vote"), ("ties", "maybe"),
-                                         ("min_judgments", 0), ("eval_fraction", 1.0), ("axis", "speed")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("fmt", "csv"),
+        ("policy", "vote"),
+        ("ties", "maybe"),
+        ("min_judgments", 0),
+        ("eval_fraction", 1.0),
+        ("axis", "speed"),
+    ],
+)
 def test_params_are_validated_with_the_field_named(field: str, value: object) -> None:
     with pytest.raises(exports.ExportParamsError) as info:
         ExportParams(**{field: value}).validate(axes=["helpful"])
@@ -158,28 +188,44 @@ def artifacts(settings, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def labeled(db):
-    """A small project: 12 comparisons (one chat prompt), three annotators, a tie, a superseded judgment."""
+    """12 comparisons (one chat prompt), three annotators, a tie, a superseded judgment."""
     project = ProjectFactory(slug="labeled")
     people = [UserFactory(username=n) for n in ("ann", "ben", "cat")]
     for i in range(12):
         messages = [{"role": "user", "content": f"Question number {i}?"}] if i == 0 else None
-        comp = ComparisonFactory(project=project, prompt=f"Question number {i}?", prompt_messages=messages,
-                                 model_a="m1", model_b="m2")
+        comp = ComparisonFactory(
+            project=project,
+            prompt=f"Question number {i}?",
+            prompt_messages=messages,
+            model_a="m1",
+            model_b="m2",
+        )
         for j, user in enumerate(people):
             overall = 0 if (i == 5 and j < 2) else (-(j + 1) if (i + j) % 3 else 2)
-            JudgmentFactory(assignment=AssignmentFactory(comparison=comp, annotator=user), overall=overall,
-                            axes={"helpful": "A" if overall <= 0 else "B"})
+            JudgmentFactory(
+                assignment=AssignmentFactory(comparison=comp, annotator=user),
+                overall=overall,
+                axes={"helpful": "A" if overall <= 0 else "B"},
+            )
     # A superseded judgment must not count.
-    old = JudgmentFactory(assignment=AssignmentFactory(comparison=Comparison.objects.filter(project=project).first(),
-                                                       annotator=UserFactory(username="dan")), overall=3)
+    old = JudgmentFactory(
+        assignment=AssignmentFactory(
+            comparison=Comparison.objects.filter(project=project).first(),
+            annotator=UserFactory(username="dan"),
+        ),
+        overall=3,
+    )
     old.superseded_at = old.submitted_at
     old.save()
     return project
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _load(export: DatasetExport) -> datasets.DatasetDict:
@@ -187,12 +233,19 @@ def _load(export: DatasetExport) -> datasets.DatasetDict:
     if export.format == "hf":
         return datasets.load_from_disk(str(root))
     builder = "json" if export.format == "jsonl" else "parquet"
-    files = {"train": str(root / f"train.{export.format}"), "eval": str(root / f"eval.{export.format}")}
-    return datasets.load_dataset(builder, data_files=files, cache_dir=str(root.parent / ".hf-cache"))
+    files = {
+        "train": str(root / f"train.{export.format}"),
+        "eval": str(root / f"eval.{export.format}"),
+    }
+    return datasets.load_dataset(
+        builder, data_files=files, cache_dir=str(root.parent / ".hf-cache")
+    )
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
-def test_export_loads_with_datasets_and_reexport_is_byte_identical(labeled, artifacts, fmt: str) -> None:
+def test_export_loads_with_datasets_and_reexport_is_byte_identical(
+    labeled, artifacts, fmt: str
+) -> None:
     first = export_create(project=labeled, user=None, fmt=fmt, eval_fraction=0.3, seed=3)
     second = export_create(project=labeled, user=None, fmt=fmt, eval_fraction=0.3, seed=3)
     assert first.pk != second.pk and export_dir(first) != export_dir(second)
@@ -203,7 +256,8 @@ def test_export_loads_with_datasets_and_reexport_is_byte_identical(labeled, arti
     manifest = json.loads((export_dir(first) / "manifest.json").read_text())
     assert manifest["rows"] == {"train": first.n_train, "eval": first.n_eval}
     assert {name: f["sha256"] for name, f in manifest["files"].items()} == {
-        k: v for k, v in first.files.items() if k != "manifest.json"}
+        k: v for k, v in first.files.items() if k != "manifest.json"
+    }
 
     dd = _load(first)
     assert set(dd) == {"train", "eval"}
@@ -231,14 +285,14 @@ def test_export_create_refuses_bad_parameters_and_writes_nothing(labeled, artifa
 
 
 def test_a_failing_write_leaves_no_row_and_no_files(labeled, artifacts, monkeypatch) -> None:
-    real = exports._write_split
+    real = export_files._write_split
 
     def fail_on_eval(out: Path, split: str, records, fmt: str) -> None:
         real(out, split, records, fmt)
         if split == "eval":
             raise OSError("disk full")
 
-    monkeypatch.setattr(exports, "_write_split", fail_on_eval)
+    monkeypatch.setattr(export_files, "_write_split", fail_on_eval)
     with pytest.raises(OSError):
         export_create(project=labeled, user=None, fmt="jsonl")
     assert DatasetExport.objects.count() == 0
@@ -254,18 +308,35 @@ def test_export_preferences_on_the_hh_rlhf_sample(tmp_path: Path, artifacts) -> 
     assert result.comparisons_created == result.judgments_created > 1000
     out = tmp_path / "hh-export"
     stdout = io.StringIO()
-    call_command("export_preferences", "hh", "--out", str(out), "--format", "jsonl", "--seed", "0",
-                 stdout=stdout)
+    call_command(
+        "export_preferences",
+        "hh",
+        "--out",
+        str(out),
+        "--format",
+        "jsonl",
+        "--seed",
+        "0",
+        stdout=stdout,
+    )
     assert "train" in stdout.getvalue()
-    dd = datasets.load_dataset("json", data_files={"train": str(out / "train.jsonl"),
-                                                   "eval": str(out / "eval.jsonl")},
-                               cache_dir=str(tmp_path / "cache"))
-    assert len(dd["train"]) + len(dd["eval"]) == Comparison.objects.filter(project__slug="hh").count() == 1800
+    dd = datasets.load_dataset(
+        "json",
+        data_files={"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl")},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert (
+        len(dd["train"]) + len(dd["eval"])
+        == Comparison.objects.filter(project__slug="hh").count()
+        == 1800
+    )
     assert not set(dd["train"]["prompt"]) & set(dd["eval"]["prompt"])
     assert 0.07 < len(dd["eval"]) / 1800 < 0.13
     assert TRL_COLUMNS <= set(dd["train"].column_names)
     # Every HH record has one judgment by the imported judge, so agreement is 1.
-    assert set(dd["train"]["annotators"][0]) == {"hh-rlhf"} and set(dd["train"]["agreement"]) == {1.0}
+    assert set(dd["train"]["annotators"][0]) == {"hh-rlhf"} and set(dd["train"]["agreement"]) == {
+        1.0
+    }
     # The chosen reply of the original pair is the exported `chosen`.
     originals = {json.loads(line)["chosen"] for line in _gz_lines(HH_RLHF)}
     row = dd["train"][0]
@@ -289,15 +360,31 @@ def test_command_reports_bad_input(labeled, artifacts, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="no project"):
         call_command("export_preferences", "missing", "--out", str(tmp_path / "x"))
     with pytest.raises(CommandError, match="--axis"):
-        call_command("export_preferences", "labeled", "--out", str(tmp_path / "x"), "--axis", "speed")
+        call_command(
+            "export_preferences", "labeled", "--out", str(tmp_path / "x"), "--axis", "speed"
+        )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(CommandError, match="not an empty directory"):
         call_command("export_preferences", "labeled", "--out", str(tmp_path / "full"))
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
-    call_command("export_preferences", "labeled", "--out", str(tmp_path / "ok"), "--policy", "all",
-                 "--exclude-annotator", "ann", "ben", stdout=io.StringIO())
-    rows = [json.loads(line) for f in ("train", "eval") for line in (tmp_path / "ok" / f"{f}.jsonl").open()]
+    call_command(
+        "export_preferences",
+        "labeled",
+        "--out",
+        str(tmp_path / "ok"),
+        "--policy",
+        "all",
+        "--exclude-annotator",
+        "ann",
+        "ben",
+        stdout=io.StringIO(),
+    )
+    rows = [
+        json.loads(line)
+        for f in ("train", "eval")
+        for line in (tmp_path / "ok" / f"{f}.jsonl").open()
+    ]
     assert rows and {r["annotators"][0] for r in rows} == {"cat"}
 
 
@@ -316,10 +403,20 @@ def test_ml_page_lists_creates_and_downloads(client, labeled, artifacts) -> None
     _login(client, labeled, Membership.Role.ML, "mia")
     page = client.get(reverse("ml-project-exports", args=[labeled.slug]))
     assert page.status_code == 200 and b"No exports yet" in page.content
-    bad = client.post(reverse("ml-project-exports", args=[labeled.slug]), {"format": "jsonl", "axis": "nope"})
+    bad = client.post(
+        reverse("ml-project-exports", args=[labeled.slug]), {"format": "jsonl", "axis": "nope"}
+    )
     assert bad.status_code == 400 and DatasetExport.objects.count() == 0
-    form = {"format": "parquet", "axis": "overall", "policy": "majority", "min_judgments": 1, "ties": "drop",
-            "eval_fraction": 0.2, "seed": 0, "exclude_annotators": ["cat"]}
+    form = {
+        "format": "parquet",
+        "axis": "overall",
+        "policy": "majority",
+        "min_judgments": 1,
+        "ties": "drop",
+        "eval_fraction": 0.2,
+        "seed": 0,
+        "exclude_annotators": ["cat"],
+    }
     created = client.post(reverse("ml-project-exports", args=[labeled.slug]), form, follow=True)
     assert created.status_code == 200
     export = DatasetExport.objects.get()
@@ -331,21 +428,35 @@ def test_ml_page_lists_creates_and_downloads(client, labeled, artifacts) -> None
     assert sorted(names) == ["eval.parquet", "manifest.json", "train.parquet"]
     one = client.get(reverse("ml-export-download", args=[export.pk]), {"file": "manifest.json"})
     assert json.loads(b"".join(one.streaming_content))["params"]["fmt"] == "parquet"
-    assert client.get(reverse("ml-export-download", args=[export.pk]), {"file": "../../etc/passwd"}).status_code == 404
+    assert (
+        client.get(
+            reverse("ml-export-download", args=[export.pk]), {"file": "../../etc/passwd"}
+        ).status_code
+        == 404
+    )
     home = client.get(reverse("ml-home"))
     assert home.status_code == 200 and labeled.slug.encode() in home.content
 
 
-@pytest.mark.parametrize("role,staff,expected", [
-    (Membership.Role.LEAD, False, 403), (Membership.Role.ANNOTATOR, False, 403), (None, False, 404),
-    (None, True, 200),
-])
-def test_ml_pages_are_for_ml_members_and_staff(client, labeled, artifacts, role, staff, expected) -> None:
+@pytest.mark.parametrize(
+    "role,staff,expected",
+    [
+        (Membership.Role.LEAD, False, 403),
+        (Membership.Role.ANNOTATOR, False, 403),
+        (None, False, 404),
+        (None, True, 200),
+    ],
+)
+def test_ml_pages_are_for_ml_members_and_staff(
+    client, labeled, artifacts, role, staff, expected
+) -> None:
     export = export_create(project=labeled, user=None)
     _login(client, labeled, role, "someone", staff=staff)
     assert client.get(reverse("ml-project-exports", args=[labeled.slug])).status_code == expected
     assert client.get(reverse("ml-export-download", args=[export.pk])).status_code == expected
-    denied_post = client.post(reverse("ml-project-exports", args=[labeled.slug]), {"format": "jsonl"})
+    denied_post = client.post(
+        reverse("ml-project-exports", args=[labeled.slug]), {"format": "jsonl"}
+    )
     assert denied_post.status_code == (400 if expected == 200 else expected)
 
 
