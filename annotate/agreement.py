@@ -59,8 +59,10 @@ comparison (judgments whose others have no unique majority are left out).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import krippendorff
@@ -158,14 +160,19 @@ class _Rows:
     pair_lo: np.ndarray  # (P,) row indexes of every pair of judgments sharing a comparison
     pair_hi: np.ndarray
     time_bin: np.ndarray  # (N,) time-spent quartile 0..3 over the project's judgments, -1 unknown
+    x_len: np.ndarray  # (M,) length feature of each comparison: log2((len_b + 1) / (len_a + 1))
+    x_order: np.ndarray  # (M,) comparisons by ascending x_len
 
 
 def _rows(frame: pd.DataFrame) -> _Rows:
     comp, comps = pd.factorize(frame["comparison"].to_numpy())
-    ann, names = pd.factorize(
-        frame["annotator"], sort=True
-    )  # a Categorical factorises without sorting strings
+    # A Categorical column factorises without sorting a million strings.
+    ann, names = pd.factorize(frame["annotator"], sort=True)
     lo, hi = _pairs(comp, ann)
+    len_a = frame["len_a"].to_numpy(dtype=np.int64)
+    len_b = frame["len_b"].to_numpy(dtype=np.int64)
+    x_len = np.zeros(len(comps))
+    x_len[comp] = np.log2(len_b + 1.0) - np.log2(len_a + 1.0)
     seconds = frame["seconds"].to_numpy(dtype=float)
     known = ~np.isnan(seconds)
     time_bin = np.full(len(seconds), -1, np.int64)
@@ -177,22 +184,27 @@ def _rows(frame: pd.DataFrame) -> _Rows:
         names=[str(n) for n in names],
         swapped=frame["swapped"].to_numpy(dtype=bool),
         seconds=seconds,
-        len_a=frame["len_a"].to_numpy(dtype=np.int64),
-        len_b=frame["len_b"].to_numpy(dtype=np.int64),
+        len_a=len_a,
+        len_b=len_b,
         pair_lo=lo,
         pair_hi=hi,
         time_bin=time_bin,
+        x_len=x_len,
+        x_order=np.argsort(x_len, kind="stable"),
     )
 
 
 def _pairs(comp: np.ndarray, ann: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indexes (lo, hi) of every pair of judgments on the same comparison.
+    """Row indexes (lo, hi) of every pair of judgments on the same comparison, ann[lo] < ann[hi].
 
     Naive loop: ``for rows in groups: for i < j in rows: yield rows[i], rows[j]``.
-    Sorted by (comparison, annotator), row i pairs with i+1, i+2, ... while the
-    comparison stays the same; `live` keeps only the starts still inside their group.
+    Grouped by comparison, row i pairs with i+1, i+2, ... while the comparison
+    stays the same; `live` keeps only the starts still inside their group.
     """
-    order = np.lexsort((ann, comp))
+    grouped = comp.size < 2 or bool(
+        (comp[1:] >= comp[:-1]).all()
+    )  # factorised codes of a sorted frame
+    order = np.arange(comp.size) if grouped else np.argsort(comp, kind="stable")
     c = comp[order]
     live = np.arange(len(c))
     los, his = [], []
@@ -205,7 +217,9 @@ def _pairs(comp: np.ndarray, ann: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         off += 1
     if not los:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(los), np.concatenate(his)
+    lo, hi = np.concatenate(los), np.concatenate(his)
+    swap = ann[lo] > ann[hi]  # one orientation per annotator pair, for the pair id
+    return np.where(swap, hi, lo), np.where(swap, lo, hi)
 
 
 def _counts(rows: _Rows, cat: np.ndarray, n_cat: int = 3) -> np.ndarray:
@@ -342,18 +356,20 @@ def _length_figures(rows: _Rows, cat: np.ndarray) -> dict[str, Any]:
     coef = auc = None
     if chose_b.size and 0 < chose_b.sum() < chose_b.size:
         # Every judgment of a comparison has the same length feature: fit on
-        # distinct (comparison, choice) rows weighted by their count -- the
-        # same likelihood and the same AUC as one row per judgment, on fewer rows.
+        # (comparison, choice) rows weighted by their count -- the same
+        # likelihood and the same AUC as one row per judgment, on fewer rows.
+        # Rows go in ascending x, so the AUC's stable sort meets sorted input.
         comp = rows.comp[decided]
-        key, weight = np.unique(comp.astype(np.int64) * 2 + chose_b, return_counts=True)
-        x = np.zeros(rows.n_comp)
-        x[rows.comp] = np.log2(rows.len_b + 1.0) - np.log2(rows.len_a + 1.0)
-        xk, yk = x[key // 2].reshape(-1, 1), (key % 2).astype(bool)
+        w1 = np.bincount(comp, weights=chose_b, minlength=rows.n_comp)[rows.x_order]
+        w0 = np.bincount(comp, minlength=rows.n_comp)[rows.x_order] - w1
+        weight = np.stack([w0, w1], axis=1).ravel()  # (2M,) interleaved: x order kept
+        keep = weight > 0
+        xk = np.repeat(rows.x_len[rows.x_order], 2)[keep].reshape(-1, 1)
+        yk = np.tile([False, True], rows.n_comp)[keep]
+        weight = weight[keep]
         if np.ptp(xk) > 0:  # all pairs the same relative length: nothing to fit
-            # One feature: OpenMP threads would only spin (2-3x the CPU, same wall time).
-            with threadpool_limits(limits=1):
-                fit = LogisticRegression(C=LEN_FIT_C, solver="newton-cholesky", tol=1e-8)
-                fit.fit(xk, yk, sample_weight=weight)
+            fit = LogisticRegression(C=LEN_FIT_C, solver="newton-cholesky", tol=1e-8)
+            fit.fit(xk, yk, sample_weight=weight)
             coef = _num(fit.coef_[0, 0])
             auc = _num(roc_auc_score(yk, fit.decision_function(xk), sample_weight=weight))
     return {
@@ -518,34 +534,51 @@ def project_report(
     seed: int = 0,
     n_boot: int = N_BOOT,
     min_shared_for_kappa: int = MIN_SHARED_FOR_KAPPA,
+    workers: int = 2,
 ) -> dict[str, Any]:
-    """The whole report (see the module docstring for its schema)."""
-    rng = np.random.default_rng(seed)
+    """The whole report (see the module docstring for its schema).
+
+    The axes are independent, so up to `workers` threads compute them at once
+    (numpy, krippendorff and sklearn release the GIL in their heavy loops).
+    Each axis bootstraps with its own generator seeded from (seed, axis
+    index): the result does not depend on the scheduling.
+    """
     rows = _rows(judgments)
     overall = judgments["overall"].to_numpy(dtype=np.int64)
     cats = {"overall": overall_codes(overall)}
     for axis in axes:
         col = axis_column(axis)
-        cats[axis] = (
-            side_codes(judgments[col]) if col in judgments else np.full(len(judgments), -1, np.int8)
-        )
-    report_axes: dict[str, Any] = {}
-    for name, cat in cats.items():
-        report_axes[name] = _axis_report(rows, cat, rng, n_boot, min_shared_for_kappa)
+        missing = np.full(len(judgments), -1, np.int8)
+        cats[axis] = side_codes(judgments[col]) if col in judgments else missing
     # Ordinal alpha on the signed strength; the domain spans the scale even if
     # some points were never used, so it does not depend on what was observed.
-    lo, hi = (
-        min(-max_strength, int(overall.min(initial=0))),
-        max(max_strength, int(overall.max(initial=0))),
-    )
+    lo = min(-max_strength, int(overall.min(initial=0)))
+    hi = max(max_strength, int(overall.max(initial=0)))
     strength = _counts(rows, (overall - lo).astype(np.int64), n_cat=hi - lo + 1)
-    report_axes["overall"]["krippendorff_alpha_ordinal"] = _alpha(
-        strength, "ordinal", np.arange(lo, hi + 1)
-    )
+    overall_counts = _counts(rows, cats["overall"])
+    tasks: dict[str, Callable[[], Any]] = {
+        "ordinal": partial(_alpha, strength, "ordinal", np.arange(lo, hi + 1)),
+        "annotators": partial(
+            _annotators, judgments, rows, cats["overall"], overall_counts, assignments
+        ),
+    }
+    for i, (name, cat) in enumerate(cats.items()):
+        rng = np.random.default_rng([seed, i])
+        tasks[f"axis:{name}"] = partial(_axis_report, rows, cat, rng, n_boot, min_shared_for_kappa)
+    # Single-feature fits gain nothing from BLAS/OpenMP threads: they would only
+    # spin against our own worker threads.
+    with threadpool_limits(limits=1):
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {key: pool.submit(task) for key, task in tasks.items()}
+                done = {key: future.result() for key, future in futures.items()}
+        else:
+            done = {key: task() for key, task in tasks.items()}
+    report_axes = {name: done[f"axis:{name}"] for name in cats}
+    report_axes["overall"]["krippendorff_alpha_ordinal"] = done["ordinal"]
     has_gold, gold_hit = _gold_hits(judgments, cats["overall"])
     report_axes["overall"]["gold_accuracy"] = _rate(int(gold_hit.sum()), int(has_gold.sum()))
-    overall_counts = _counts(rows, cats["overall"])
-    annotators = _annotators(judgments, rows, cats["overall"], overall_counts, assignments)
+    annotators = done["annotators"]
     skip_rate = None
     if assignments is not None and len(assignments):
         by_status = assignments.groupby("status")["n"].sum()
