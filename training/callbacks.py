@@ -5,6 +5,7 @@ callables that write `MetricPoint` rows, update `TrainingRun.progress` and
 read `TrainingRun.cancel_requested`; the `train` command passes a progress bar.
 No torch here.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,11 @@ class MetricsSink:
         """Drop lines logged after `step` (a resumed run re-logs them)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line and json.loads(line)["step"] <= step
+        ]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -60,7 +65,11 @@ class MetricsSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-        record = {"step": step, "time": round(time.time(), 3), **{k: finite.get(k) for k in metrics}}
+        record = {
+            "step": step,
+            "time": round(time.time(), 3),
+            **{k: finite.get(k) for k in metrics},
+        }
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()  # a reader (the web page, a crash post-mortem) sees every line
         if self.callback is not None:

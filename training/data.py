@@ -16,6 +16,7 @@ Accepted records (one JSON object a line, or a Parquet row):
 
 Errors name the file, the line (or row) and the field. No torch here.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -93,7 +94,11 @@ def _messages(value: Any, field: str) -> tuple[tuple[str, str], ...]:
         raise DataError(f"field '{field}': expected a non-empty list of messages")
     turns = []
     for i, msg in enumerate(value):
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+        if (
+            not isinstance(msg, dict)
+            or not isinstance(msg.get("role"), str)
+            or not isinstance(msg.get("content"), str)
+        ):
             raise DataError(f"field '{field}': message {i} needs string 'role' and 'content'")
         turns.append((msg["role"], msg["content"]))
     return tuple(turns)
@@ -133,13 +138,21 @@ def pair_from_record(record: Any) -> PreferencePair:
         try:
             prompt, chosen, rejected = split_hh_dialogue(record["chosen"], record["rejected"])
         except ValueError as exc:
-            raise DataError(f"field 'prompt' is missing and 'chosen'/'rejected' are not HH dialogues: {exc}") from None
+            raise DataError(
+                f"field 'prompt' is missing and 'chosen'/'rejected' are not HH dialogues: {exc}"
+            ) from None
     else:
         if isinstance(prompt, list):
             messages = _messages(prompt, "prompt")
-            prompt = "".join(f"\n\n{'Human' if r == 'user' else r.title()}: {c}" for r, c in messages) + ASSISTANT
+            prompt = (
+                "".join(f"\n\n{'Human' if r == 'user' else r.title()}: {c}" for r, c in messages)
+                + ASSISTANT
+            )
         elif not isinstance(prompt, str):
-            raise DataError(f"field 'prompt': expected a string or a list of messages, got {type(prompt).__name__}")
+            raise DataError(
+                f"field 'prompt': expected a string or a list of messages, "
+                f"got {type(prompt).__name__}"
+            )
         chosen = _response(record["chosen"], "chosen")
         rejected = _response(record["rejected"], "rejected")
     return PreferencePair(
@@ -213,7 +226,7 @@ def find_split_file(folder: Path, split: str) -> Path | None:
 
 
 def load_folder(folder: str | Path) -> tuple[list[PreferencePair], list[PreferencePair] | None]:
-    """(train, eval or None) from an export folder: train/eval files or a saved `datasets.DatasetDict`."""
+    """(train, eval or None) from an export folder: train/eval files or a saved DatasetDict."""
     folder = Path(folder)
     if (folder / "dataset_dict.json").is_file():
         import datasets  # lazy and heavy; only for the `hf` export format

@@ -10,6 +10,7 @@ Names follow DESIGN.md "Diagnostics vocabulary". Lengths are token counts of
 the completion only (not the prompt). Undefined statistics (e.g. a correlation
 of a constant) are reported as ``None`` so the report stays valid JSON.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,9 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return _finite_or_none(float(np.corrcoef(x, y)[0, 1]))
 
 
-def length_rule_accuracy(chosen_lens: ArrayLike, rejected_lens: ArrayLike) -> dict[str, float | None]:
+def length_rule_accuracy(
+    chosen_lens: ArrayLike, rejected_lens: ArrayLike
+) -> dict[str, float | None]:
     """Accuracy of the two length-only rules on these pairs.
 
     "pick longer" is right when the chosen completion is longer; "pick
@@ -50,7 +53,9 @@ def length_rule_accuracy(chosen_lens: ArrayLike, rejected_lens: ArrayLike) -> di
     return {"pick_longer": longer, "pick_shorter": shorter, "best": max(longer, shorter)}
 
 
-def _accuracy_by(groups: np.ndarray, correct: np.ndarray, decimals: int) -> dict[str, dict[str, float | int]]:
+def _accuracy_by(
+    groups: np.ndarray, correct: np.ndarray, decimals: int
+) -> dict[str, dict[str, float | int]]:
     """Accuracy per distinct value of `groups` (NaN rows dropped), keyed by the rounded value."""
     out: dict[str, dict[str, float | int]] = {}
     keep = ~np.isnan(groups)
@@ -120,8 +125,11 @@ def reward_length_report(
         "accuracy": accuracy,
         "acc_chosen_longer": acc_longer,
         "acc_chosen_shorter": acc_shorter,
-        "length_flip_gap": (acc_longer - acc_shorter) if acc_longer is not None and acc_shorter is not None else None,
-        "acc_over_length_heuristic": (accuracy - rule["best"]) if accuracy is not None and rule["best"] is not None
+        "length_flip_gap": (acc_longer - acc_shorter)
+        if acc_longer is not None and acc_shorter is not None
+        else None,
+        "acc_over_length_heuristic": (accuracy - rule["best"])
+        if accuracy is not None and rule["best"] is not None
         else None,
         "reward_len_spearman": spearman,
         "pair_len_corr": _pearson(lc - lr, rc - rr),
@@ -136,13 +144,19 @@ def reward_length_report(
     if margins is not None:
         report["acc_by_margin"] = _accuracy_by(np.asarray(margins, dtype=np.float64), correct, 4)
     if agreement is not None:
-        report["acc_by_agreement"] = _accuracy_by(np.asarray(agreement, dtype=np.float64), correct, 3)
+        report["acc_by_agreement"] = _accuracy_by(
+            np.asarray(agreement, dtype=np.float64), correct, 3
+        )
     return report
 
 
 def scalar_metrics(report: dict[str, Any]) -> dict[str, float]:
     """The report's top-level numbers (for the metrics sink): nested tables and None left out."""
-    flat = {k: float(v) for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    flat = {
+        k: float(v)
+        for k, v in report.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     rule = report.get("length_rule") or {}
     if rule.get("best") is not None:
         flat["length_rule_best"] = float(rule["best"])

@@ -56,7 +56,8 @@ def bradley_terry_loss(
     chosen = chosen_rewards.reshape(-1).float()  # [B]
     rejected = rejected_rewards.reshape(-1).float()  # [B]
     if chosen.shape != rejected.shape:
-        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} rewards differ in shape")
+        shapes = f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)}"
+        raise ValueError(f"{shapes} rewards differ in shape")
     diff = chosen - rejected  # [B]
     logits = diff if margin is None else diff - margin.reshape(-1).to(diff)
     bt = -F.logsigmoid(logits).mean()

@@ -11,6 +11,7 @@ A model argument is one of:
 Aliases are added to `PACKAGED` (one line each); the DPO/PPO trainers add
 their policy package there.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,7 +53,9 @@ def resolve_model(name_or_path: str) -> ModelSource:
         try:
             folder = PACKAGED[name_or_path]()
         except ImportError as exc:
-            raise ModelNotFound(f"{name_or_path!r} ships in a package that is not installed: {exc}") from None
+            raise ModelNotFound(
+                f"{name_or_path!r} ships in a package that is not installed: {exc}"
+            ) from None
         if not (folder / "config.json").is_file():
             raise ModelNotFound(f"{name_or_path!r}: the package folder {folder} has no config.json")
         return ModelSource(name=name_or_path, path=str(folder))
@@ -68,7 +71,7 @@ def resolve_model(name_or_path: str) -> ModelSource:
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if not isinstance(cached, str):
         raise ModelNotFound(
-            f"{name_or_path!r} is not a packaged alias ({', '.join(PACKAGED)}), not a local folder, "
+            f"{name_or_path!r} is not a packaged alias ({', '.join(PACKAGED)}), not a folder, "
             "and not in the local Hugging Face cache; models are never downloaded at run time"
         )
     return ModelSource(name=name_or_path, path=name_or_path)

@@ -23,10 +23,10 @@ precision are chosen once; the loop body has no device branches (autocast is a
 no-op context on fp32). Multi-GPU runs go through `accelerate launch` (not
 wired yet); nothing here assumes one process per machine except the RNG.
 """
+
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from abc import ABC, abstractmethod
@@ -41,10 +41,15 @@ from torch import Tensor, nn
 
 from training.callbacks import MetricsSink, RunHooks
 from training.config import LoopConfig
+from training.trainers.checkpoint import (  # re-exported: trainers and tests import them from here
+    latest_checkpoint,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 
-CHECKPOINT_FORMAT = 1
-# Fields that may differ when resuming: they change cadence, not the maths.
-RESUME_MAY_CHANGE = frozenset({"eval_every", "save_every", "keep_checkpoints", "log_every", "device"})
+__all__ = ["latest_checkpoint", "rng_state", "set_rng_state"]
 
 
 # --- device, precision, seeding ---------------------------------------------
@@ -69,31 +74,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def rng_state() -> dict[str, Any]:
-    """Every RNG the loop touches, in types `torch.load(weights_only=True)` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # --- data order, schedule, parameters ----------------------------------------
 def plan_batches(
-    n: int, batch_size: int, *, generator: torch.Generator, lengths: Sequence[int] | None = None,
+    n: int,
+    batch_size: int,
+    *,
+    generator: torch.Generator,
+    lengths: Sequence[int] | None = None,
     bucket_batches: int = 50,
 ) -> list[list[int]]:
     """One epoch of micro-batches (lists of example indices).
@@ -107,8 +94,12 @@ def plan_batches(
     perm = torch.randperm(n, generator=generator).tolist()
     if lengths is not None:
         chunk = batch_size * bucket_batches
-        perm = [i for s in range(0, n, chunk) for i in sorted(perm[s:s + chunk], key=lambda j: -lengths[j])]
-    batches = [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+        perm = [
+            i
+            for s in range(0, n, chunk)
+            for i in sorted(perm[s : s + chunk], key=lambda j: -lengths[j])
+        ]
+    batches = [perm[s : s + batch_size] for s in range(0, n, batch_size)]
     if lengths is not None:
         order = torch.randperm(len(batches), generator=generator).tolist()
         batches = [batches[k] for k in order]
@@ -116,7 +107,7 @@ def plan_batches(
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak lr at step s: linear warmup from 0, then linear/cosine decay to 0 or constant."""
+    """Multiplier of the peak lr at step s: linear warmup, then linear/cosine decay or constant."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -134,21 +125,31 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no decay on biases and norm weights (1-D tensors), as in BERT and GPT-2."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 def prepare_model(model: nn.Module, config: LoopConfig, *, task_type: str) -> nn.Module:
-    """Apply gradient checkpointing and LoRA as configured (`task_type`: peft's SEQ_CLS, CAUSAL_LM, ...)."""
+    """Apply gradient checkpointing and LoRA as configured (`task_type`: peft's SEQ_CLS, ...)."""
     if config.gradient_checkpointing:
-        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) as they are.
+        # transformers 5 renamed the method (the old name warns); 4.x only has the old one.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if config.lora_r > 0:
         import peft  # lazy: only LoRA runs pay for the import
 
         targets = config.lora_target_modules
         lora = peft.LoraConfig(
-            task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            task_type=task_type,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
             target_modules="all-linear" if targets == ("all-linear",) else list(targets),
         )
         model = peft.get_peft_model(model, lora)
@@ -188,7 +189,9 @@ class Trainer(ABC):
     config: LoopConfig
     model: nn.Module
 
-    def __init__(self, config: LoopConfig, *, out_dir: str | Path, hooks: RunHooks | None = None) -> None:
+    def __init__(
+        self, config: LoopConfig, *, out_dir: str | Path, hooks: RunHooks | None = None
+    ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.hooks = hooks or RunHooks()
@@ -233,7 +236,9 @@ class Trainer(ABC):
     def epoch_plan(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         lengths = self.example_lengths()
-        return plan_batches(self.num_train_examples(), self.config.batch_size, generator=generator, lengths=lengths)
+        return plan_batches(
+            self.num_train_examples(), self.config.batch_size, generator=generator, lengths=lengths
+        )
 
     def total_steps(self) -> int:
         cfg = self.config
@@ -253,11 +258,14 @@ class Trainer(ABC):
         cfg, model = self.config, self.model
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model.to(self.device)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                      fused=self.device.type == "cuda")
+        optimizer = torch.optim.AdamW(
+            param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=self.device.type == "cuda"
+        )
         total = self.total_steps()
         warmup = math.ceil(cfg.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.schedule, warmup, total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(cfg.schedule, warmup, total)
+        )
         sink = MetricsSink(self.out_dir / "metrics.jsonl", self.hooks.on_metrics)
         state = LoopState()
         if resume_from is not None:
@@ -276,7 +284,7 @@ class Trainer(ABC):
             if state.cursor >= len(state.plan):  # a new epoch; its order is seeded and checkpointed
                 state.epoch += bool(state.plan)
                 state.plan, state.cursor = self.epoch_plan(state.epoch), 0
-            group = state.plan[state.cursor:state.cursor + cfg.grad_accum]
+            group = state.plan[state.cursor : state.cursor + cfg.grad_accum]
             n_examples = sum(len(indices) for indices in group)
             step_started = time.perf_counter()
             sums: dict[str, Tensor] = {}
@@ -299,9 +307,12 @@ class Trainer(ABC):
             samples += n_examples
             if state.step % cfg.log_every == 0 or state.step == total:
                 logged = {f"train/{k}": float(v) for k, v in sums.items()}
-                logged |= {"train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                           "train/epoch": state.epoch + state.cursor / len(state.plan),
-                           "train/samples_per_s": n_examples / (time.perf_counter() - step_started)}
+                logged |= {
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/grad_norm": float(grad_norm),
+                    "train/epoch": state.epoch + state.cursor / len(state.plan),
+                    "train/samples_per_s": n_examples / (time.perf_counter() - step_started),
+                }
                 sink.log(state.step, logged)
             on_progress(state.step, total)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total:
@@ -310,7 +321,7 @@ class Trainer(ABC):
                 checkpoint = self.save_checkpoint(state, optimizer, scheduler)
             if should_stop():
                 status = "cancelled"
-                if checkpoint is None or not checkpoint.name.endswith(f"{state.step:07d}.pt"):
+                if not (cfg.save_every and state.step % cfg.save_every == 0):  # not just saved
                     checkpoint = self.save_checkpoint(state, optimizer, scheduler)
                 break
         wall = time.perf_counter() - started
@@ -320,57 +331,53 @@ class Trainer(ABC):
             sink.log(state.step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             self.save_outputs(eval_metrics)
         sink.close()
-        return RunResult(status=status, step=state.step, total_steps=total, out_dir=self.out_dir, wall_time_s=wall,
-                         samples_per_s=samples / wall if wall > 0 else 0.0, train_metrics=logged,
-                         eval_metrics=eval_metrics, checkpoint=checkpoint)
+        return RunResult(
+            status=status,
+            step=state.step,
+            total_steps=total,
+            out_dir=self.out_dir,
+            wall_time_s=wall,
+            samples_per_s=samples / wall if wall > 0 else 0.0,
+            train_metrics=logged,
+            eval_metrics=eval_metrics,
+            checkpoint=checkpoint,
+        )
 
     # --- checkpoints ------------------------------------------------------------
-    def save_checkpoint(self, state: LoopState, optimizer: torch.optim.Optimizer, scheduler: Any) -> Path:
-        """Write a plain-dict checkpoint (atomic rename) and prune old ones."""
-        folder = self.out_dir / "checkpoints"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step-{state.step:07d}.pt"
+    def save_checkpoint(
+        self, state: LoopState, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> Path:
+        """Write a plain-dict checkpoint of everything a bit-exact resume needs."""
         payload = {
-            "format": CHECKPOINT_FORMAT, "kind": self.config.kind, "config": self.config.to_dict(),
-            "step": state.step, "epoch": state.epoch, "cursor": state.cursor, "plan": state.plan,
-            "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "extra": self.extra_state(),
+            "kind": self.config.kind,
+            "config": self.config.to_dict(),
+            "step": state.step,
+            "epoch": state.epoch,
+            "cursor": state.cursor,
+            "plan": state.plan,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "extra": self.extra_state(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        for old in sorted(folder.glob("step-*.pt"))[: -self.config.keep_checkpoints]:
-            old.unlink()
-        return path
+        keep = self.config.keep_checkpoints
+        return write_checkpoint(self.out_dir, state.step, payload, keep=keep)
 
-    def load_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> LoopState:
-        """Restore model, optimizer, scheduler, RNGs and data position from `path` (or a run folder)."""
-        if path.is_dir():
-            found = latest_checkpoint(path)
-            if found is None:
-                raise FileNotFoundError(f"{path} holds no checkpoints/step-*.pt")
-            path = found
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("kind") != self.config.kind:
-            raise ValueError(f"{path} is not a {self.config.kind} checkpoint of format {CHECKPOINT_FORMAT}")
-        now = self.config.to_dict()
-        changed = sorted(k for k, v in payload["config"].items() if now.get(k) != v and k not in RESUME_MAY_CHANGE)
-        if changed:
-            raise ValueError(f"cannot resume {path}: the config differs in {', '.join(changed)}")
+    def load_checkpoint(
+        self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> LoopState:
+        """Restore model, optimizer, scheduler, RNGs and data position from `path` (file or run)."""
+        payload = read_checkpoint(path, kind=self.config.kind, config=self.config.to_dict())
         self.model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
         self.load_extra_state(payload.get("extra", {}))
-        return LoopState(step=payload["step"], epoch=payload["epoch"], cursor=payload["cursor"], plan=payload["plan"])
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*.pt"))
-    return found[-1] if found else None
+        return LoopState(payload["step"], payload["epoch"], payload["cursor"], payload["plan"])
 
 
 def iter_chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     """Consecutive slices of `items` of at most `size` (evaluation batches)."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

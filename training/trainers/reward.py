@@ -16,6 +16,7 @@ A sequence classifier with one output (``AutoModelForSequenceClassification``,
   least half of the budget.
 - Lengths in diagnostics are completion tokens before truncation.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,17 @@ from training.models_hub import resolve_model
 from training.trainers.base import RunResult, Trainer, iter_chunks, prepare_model, seed_everything
 
 # Config attributes that hold dropout probabilities, across common architectures.
-_DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
-                  "attention_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
+_DROPOUT_ATTRS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "dropout",
+    "attention_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "summary_first_dropout",
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,16 @@ class PairTemplate:
             enc = tokenizer("a")
             ids = list(enc["input_ids"])
             i = max(0, _find(ids, a, 0))
-            return cls(ids[:i], [], ids[i + len(a):], 0, 0, False)
+            return cls(ids[:i], [], ids[i + len(a) :], 0, 0, False)
         types = list(enc.get("token_type_ids") or [0] * len(ids))
-        return cls(ids[:i], ids[i + len(a):j], ids[j + len(b):], types[i], types[j], "token_type_ids" in enc)
+        return cls(
+            ids[:i],
+            ids[i + len(a) : j],
+            ids[j + len(b) :],
+            types[i],
+            types[j],
+            "token_type_ids" in enc,
+        )
 
     @property
     def n_special(self) -> int:
@@ -80,7 +97,7 @@ class PairTemplate:
 
 def _find(haystack: list[int], needle: list[int], start: int) -> int:
     for k in range(start, len(haystack) - len(needle) + 1):
-        if haystack[k:k + len(needle)] == needle:
+        if haystack[k : k + len(needle)] == needle:
             return k
     return -1
 
@@ -106,8 +123,10 @@ class EncodedPairs:
         return [max(len(c), len(r)) for c, r in zip(self.chosen, self.rejected, strict=True)]
 
 
-def encode_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, *, max_length: int) -> EncodedPairs:
-    """Tokenize prompt and responses separately (the prompt once per pair) and assemble with the template."""
+def encode_pairs(
+    pairs: Sequence[PreferencePair], tokenizer: Any, *, max_length: int
+) -> EncodedPairs:
+    """Tokenize prompt and responses separately (the prompt once per pair), then assemble."""
     template = PairTemplate.from_tokenizer(tokenizer)
     if not getattr(tokenizer, "chat_template", None):
         prompts = [p.prompt for p in pairs]
@@ -116,36 +135,56 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, *, max_length:
     else:
         prompts, chosen_texts, rejected_texts = [], [], []
         for p in pairs:
-            messages = [{"role": r, "content": c} for r, c in p.messages] if p.messages else hh_to_messages(p.prompt)
-            head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            messages = (
+                [{"role": r, "content": c} for r, c in p.messages]
+                if p.messages
+                else hh_to_messages(p.prompt)
+            )
+            head = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
             prompts.append(head)
             for response, out in ((p.chosen, chosen_texts), (p.rejected, rejected_texts)):
-                full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}],
-                                                     tokenize=False)
-                out.append(full[len(head):] if full.startswith(head) else full)
+                full = tokenizer.apply_chat_template(
+                    messages + [{"role": "assistant", "content": response}], tokenize=False
+                )
+                out.append(full[len(head) :] if full.startswith(head) else full)
     budget = max_length - template.n_special
     if budget < 2:
-        raise ValueError(f"max_length={max_length} leaves no room next to {template.n_special} special tokens")
-    tok = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+        raise ValueError(
+            f"max_length={max_length} leaves no room next to {template.n_special} special tokens"
+        )
+    # verbose=False: over-long texts are expected here, they are cut below, in token space.
+    tok = lambda texts: tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     prompt_ids, chosen_ids, rejected_ids = tok(prompts), tok(chosen_texts), tok(rejected_texts)
-    out = EncodedPairs([], [], [], [], [], [], [p.margin for p in pairs], [p.agreement for p in pairs])
+    out = EncodedPairs(
+        [], [], [], [], [], [], [p.margin for p in pairs], [p.agreement for p in pairs]
+    )
     for p_ids, c_ids, r_ids in zip(prompt_ids, chosen_ids, rejected_ids, strict=True):
-        for response, ids_out, types_out, lens_out in ((c_ids, out.chosen, out.chosen_types, out.chosen_lens),
-                                                        (r_ids, out.rejected, out.rejected_types, out.rejected_lens)):
-            kept = response[:max(budget - len(p_ids), budget // 2)]
+        for response, ids_out, types_out, lens_out in (
+            (c_ids, out.chosen, out.chosen_types, out.chosen_lens),
+            (r_ids, out.rejected, out.rejected_types, out.rejected_lens),
+        ):
+            kept = response[: max(budget - len(p_ids), budget // 2)]
             room = budget - len(kept)
-            head = p_ids[max(0, len(p_ids) - room):] if room > 0 else []  # drop the prompt's start first
+            head = (
+                p_ids[max(0, len(p_ids) - room) :] if room > 0 else []
+            )  # drop the prompt's start first
             first = template.prefix + head + template.middle
             second = kept + template.suffix
             ids_out.append(torch.tensor(first + second, dtype=torch.long))
-            types_out.append(torch.tensor([template.prompt_type] * len(first) + [template.response_type] * len(second),
-                                          dtype=torch.long))
+            types_out.append(
+                torch.tensor(
+                    [template.prompt_type] * len(first) + [template.response_type] * len(second),
+                    dtype=torch.long,
+                )
+            )
             lens_out.append(len(response))
     return out
 
 
 def load_backbone(config: RewardConfig) -> tuple[Any, Any]:
-    """(model, tokenizer) from a packaged alias, a local folder or the local cache; never downloads."""
+    """(model, tokenizer) from a packaged alias, a folder or the local cache; never downloads."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_model(config.model)
@@ -159,7 +198,8 @@ def load_backbone(config: RewardConfig) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model_config.pad_token_id = tokenizer.pad_token_id
     model = AutoModelForSequenceClassification.from_pretrained(
-        **source.kwargs(), config=model_config, dtype=torch.float32)
+        **source.kwargs(), config=model_config, dtype=torch.float32
+    )
     return model, tokenizer
 
 
@@ -167,8 +207,15 @@ class RewardTrainer(Trainer):
     config: RewardConfig
 
     def __init__(
-        self, config: RewardConfig, *, train_pairs: Sequence[PreferencePair], eval_pairs: Sequence[PreferencePair],
-        out_dir: str | Path, hooks: RunHooks | None = None, model: Any = None, tokenizer: Any = None,
+        self,
+        config: RewardConfig,
+        *,
+        train_pairs: Sequence[PreferencePair],
+        eval_pairs: Sequence[PreferencePair],
+        out_dir: str | Path,
+        hooks: RunHooks | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
     ) -> None:
         super().__init__(config, out_dir=out_dir, hooks=hooks)
         seed_everything(config.seed)  # the new reward head's init depends on it
@@ -181,7 +228,9 @@ class RewardTrainer(Trainer):
         self.eval_data = encode_pairs(eval_pairs, tokenizer, max_length=config.max_length)
         self.use_types = PairTemplate.from_tokenizer(tokenizer).uses_types
         self.use_margin = config.use_margin and all(m is not None for m in self.train_data.margins)
-        self.pad_multiple = 8 if self.device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
+        self.pad_multiple = (
+            8 if self.device.type == "cuda" else 1
+        )  # tensor-core friendly shapes on GPU
         self.last_report: dict[str, Any] = {}
 
     # --- the three methods the loop needs -------------------------------------
@@ -191,7 +240,9 @@ class RewardTrainer(Trainer):
     def example_lengths(self) -> Sequence[int] | None:
         return self.train_data.seq_lengths() if self.config.length_bucketing else None
 
-    def collate(self, indices: Sequence[int], encoded: EncodedPairs | None = None) -> dict[str, Tensor]:
+    def collate(
+        self, indices: Sequence[int], encoded: EncodedPairs | None = None
+    ) -> dict[str, Tensor]:
         """[2B, T] batch: the B chosen sequences, then the B rejected ones, right-padded."""
         data = self.train_data if encoded is None else encoded
         seqs = [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
@@ -201,14 +252,18 @@ class RewardTrainer(Trainer):
         pad_id = self.tokenizer.pad_token_id
         input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [2B, T]
         input_ids[:, :longest] = pad_sequence(seqs, batch_first=True, padding_value=pad_id)
-        attention_mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).long()
+        attention_mask = (
+            torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]
+        ).long()
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.use_types:
             token_types = torch.zeros_like(input_ids)
             token_types[:, :longest] = pad_sequence(types, batch_first=True, padding_value=0)
             batch["token_type_ids"] = token_types
         if self.use_margin and encoded is None:
-            batch["margin"] = torch.tensor([data.margins[i] for i in indices], dtype=torch.float32)  # [B]
+            batch["margin"] = torch.tensor(
+                [data.margins[i] for i in indices], dtype=torch.float32
+            )  # [B]
         return batch
 
     def rewards(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -218,14 +273,15 @@ class RewardTrainer(Trainer):
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         chosen, rejected = self.rewards(batch)
-        loss, metrics = bradley_terry_loss(chosen, rejected, margin=batch.get("margin"),
-                                           center_coef=self.config.center_coef)
+        loss, metrics = bradley_terry_loss(
+            chosen, rejected, margin=batch.get("margin"), center_coef=self.config.center_coef
+        )
         metrics["pad_fraction"] = 1.0 - batch["attention_mask"].float().mean()
         return loss, metrics
 
     # --- evaluation and outputs -----------------------------------------------
     def score_pairs(self, encoded: EncodedPairs) -> tuple[list[float], list[float]]:
-        """Rewards of every pair (call under no_grad); batches are length-sorted to avoid padding."""
+        """Rewards of every pair (call under no_grad); length-sorted batches avoid padding."""
         lengths = encoded.seq_lengths()
         order = sorted(range(len(encoded)), key=lambda i: -lengths[i])
         chosen, rejected = [0.0] * len(encoded), [0.0] * len(encoded)
@@ -243,14 +299,21 @@ class RewardTrainer(Trainer):
         has = lambda values: any(v is not None for v in values)  # noqa: E731
         nan_if_none = lambda values: [float("nan") if v is None else v for v in values]  # noqa: E731
         self.last_report = reward_length_report(
-            chosen, rejected, self.eval_data.chosen_lens, self.eval_data.rejected_lens,
+            chosen,
+            rejected,
+            self.eval_data.chosen_lens,
+            self.eval_data.rejected_lens,
             margins=nan_if_none(self.eval_data.margins) if has(self.eval_data.margins) else None,
-            agreement=nan_if_none(self.eval_data.agreement) if has(self.eval_data.agreement) else None,
+            agreement=nan_if_none(self.eval_data.agreement)
+            if has(self.eval_data.agreement)
+            else None,
         )
         return scalar_metrics(self.last_report)
 
     def save_outputs(self, eval_metrics: dict[str, float]) -> None:
-        model = self.model.merge_and_unload() if self.uses_lora else self.model  # plain transformers model
+        model = (
+            self.model.merge_and_unload() if self.uses_lora else self.model
+        )  # plain transformers model
         model.save_pretrained(self.out_dir)
         self.tokenizer.save_pretrained(self.out_dir)
         report = {"lengths_unit": "completion tokens", **self.last_report}
@@ -258,9 +321,14 @@ class RewardTrainer(Trainer):
 
 
 def run(
-    config: RewardConfig, *, train_pairs: Sequence[PreferencePair], out_dir: str | Path,
-    eval_pairs: Sequence[PreferencePair] | None = None, hooks: RunHooks | None = None,
-    resume_from: str | Path | None = None, data_info: dict[str, Any] | None = None,
+    config: RewardConfig,
+    *,
+    train_pairs: Sequence[PreferencePair],
+    out_dir: str | Path,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+    hooks: RunHooks | None = None,
+    resume_from: str | Path | None = None,
+    data_info: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train a reward model: the single entry point of the `train` command and the Celery task.
 
@@ -271,17 +339,30 @@ def run(
     import transformers
 
     if eval_pairs is None:
-        train_pairs, eval_pairs = split_by_prompt(train_pairs, eval_fraction=config.eval_fraction, seed=config.seed)
+        train_pairs, eval_pairs = split_by_prompt(
+            train_pairs, eval_fraction=config.eval_fraction, seed=config.seed
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = RewardTrainer(config, train_pairs=train_pairs, eval_pairs=eval_pairs, out_dir=out, hooks=hooks)
+    trainer = RewardTrainer(
+        config, train_pairs=train_pairs, eval_pairs=eval_pairs, out_dir=out, hooks=hooks
+    )
     run_config = {
-        "kind": config.kind, "config": config.to_dict(), "data": data_info or {},
-        "n_train": len(trainer.train_data), "n_eval": len(trainer.eval_data), "total_steps": trainer.total_steps(),
-        "device": str(trainer.device), "bf16": trainer.use_bf16, "resumed_from": str(resume_from or ""),
+        "kind": config.kind,
+        "config": config.to_dict(),
+        "data": data_info or {},
+        "n_train": len(trainer.train_data),
+        "n_eval": len(trainer.eval_data),
+        "total_steps": trainer.total_steps(),
+        "device": str(trainer.device),
+        "bf16": trainer.use_bf16,
+        "resumed_from": str(resume_from or ""),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
     }
     (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     return trainer.fit(resume_from=resume_from)

@@ -1,4 +1,5 @@
-"""The shared loop (training/trainers/base.py), exercised through the reward trainer on a tiny random BERT."""
+"""The shared loop (training/trainers/base.py), driven by the reward trainer on a tiny BERT."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,44 @@ from training.trainers.reward import RewardTrainer
 
 from .tiny_reward import synthetic_pairs, tiny_model, tiny_tokenizer
 
-BASE = {"lr": 1e-3, "warmup_ratio": 0.0, "max_length": 64, "eval_batch_size": 16, "length_bucketing": False}
+BASE = {
+    "lr": 1e-3,
+    "warmup_ratio": 0.0,
+    "max_length": 64,
+    "eval_batch_size": 16,
+    "length_bucketing": False,
+}
 
 
-def make_trainer(out: Path, n: int = 16, *, dropout: float = 0.0, hooks: RunHooks | None = None,
-                 init_range: float = 0.02, **fields: object) -> RewardTrainer:
+def make_trainer(
+    out: Path,
+    n: int = 16,
+    *,
+    dropout: float = 0.0,
+    hooks: RunHooks | None = None,
+    init_range: float = 0.02,
+    **fields: object,
+) -> RewardTrainer:
     tokenizer = tiny_tokenizer()
     config = RewardConfig.from_dict({**BASE, **fields})
     pairs = synthetic_pairs(n + 8)
-    return RewardTrainer(config, train_pairs=pairs[:n], eval_pairs=pairs[n:], out_dir=out, hooks=hooks,
-                         model=tiny_model(tokenizer, dropout=dropout, init_range=init_range), tokenizer=tokenizer)
+    return RewardTrainer(
+        config,
+        train_pairs=pairs[:n],
+        eval_pairs=pairs[n:],
+        out_dir=out,
+        hooks=hooks,
+        model=tiny_model(tokenizer, dropout=dropout, init_range=init_range),
+        tokenizer=tokenizer,
+    )
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r}
+    return {
+        r["step"]: r["train/loss"]
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if "train/loss" in r
+    }
 
 
 def test_parameters_change_after_one_step(tmp_path: Path) -> None:
@@ -45,12 +70,16 @@ def test_parameters_change_after_one_step(tmp_path: Path) -> None:
     assert len(changed) >= len(before) - 1  # the pooler/embeddings all get gradients
 
 
-def _one_step(out: Path, **fields: object) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """Run one optimizer step; return the gradients the optimizer saw, the new params and the logged loss."""
+def _one_step(
+    out: Path, **fields: object
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+    """One optimizer step: the gradients the optimizer saw, the new params and the logged loss."""
     seen: dict[int, torch.Tensor] = {}
 
     def capture(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        seen.update((id(p), p.grad.detach().clone()) for g in optimizer.param_groups for p in g["params"])
+        seen.update(
+            (id(p), p.grad.detach().clone()) for g in optimizer.param_groups for p in g["params"]
+        )
 
     handle = register_optimizer_step_pre_hook(capture)
     try:
@@ -64,18 +93,21 @@ def _one_step(out: Path, **fields: object) -> tuple[dict[str, torch.Tensor], dic
 
 
 @pytest.mark.parametrize(("batch_size", "grad_accum"), [(4, 2), (3, 3), (1, 8)])
-def test_micro_batches_with_accumulation_equal_one_full_batch(tmp_path: Path, batch_size: int,
-                                                              grad_accum: int) -> None:
-    """fp32, no clipping, no dropout: 8 pairs in one batch vs the same 8 pairs in micro-batches (3+3+2 too)."""
+def test_micro_batches_with_accumulation_equal_one_full_batch(
+    tmp_path: Path, batch_size: int, grad_accum: int
+) -> None:
+    """fp32, no clipping, no dropout: 8 pairs in one batch vs the same pairs in micro-batches."""
     full_grads, full_params, full_loss = _one_step(tmp_path / "full", batch_size=8, grad_accum=1)
-    grads, params, loss = _one_step(tmp_path / "micro", batch_size=batch_size, grad_accum=grad_accum)
+    grads, params, loss = _one_step(
+        tmp_path / "micro", batch_size=batch_size, grad_accum=grad_accum
+    )
     assert grads.keys() == full_grads.keys() and len(grads) > 10
     for name, full in full_grads.items():
         torch.testing.assert_close(grads[name], full, rtol=1e-4, atol=1e-6, msg=name)
-    # AdamW's first update is lr * g / (|g| + eps) (eps = 1e-8): for |g| within ~100x of eps the eps
-    # term turns float-order noise in g (~1e-8 here) into a visible change of the update, and a gradient
-    # that is 0 in exact arithmetic (the classifier bias: it cancels in r_c - r_r) becomes a full step of
-    # +-lr. So the parameters are compared where the full-batch gradient is clearly non-zero.
+    # AdamW's first update is lr * g / (|g| + eps) (eps = 1e-8): for |g| within ~100x of eps the
+    # eps term turns float-order noise in g (~1e-8 here) into a visible change of the update, and
+    # a gradient that is 0 in exact arithmetic (the classifier bias: it cancels in r_c - r_r)
+    # becomes a full step of +-lr. So parameters are compared where the gradient is clearly not 0.
     compared = 0
     for name, full in full_params.items():
         clear = full_grads[name].abs() > 1e-5
@@ -88,7 +120,13 @@ def test_micro_batches_with_accumulation_equal_one_full_batch(tmp_path: Path, ba
 def test_resume_from_checkpoint_reproduces_the_next_losses_exactly(tmp_path: Path) -> None:
     # 20 pairs / batch 4 = 5 steps an epoch: the resumed part crosses an epoch boundary.
     # Dropout is on, so the RNG state must be restored too.
-    settings = {"max_steps": 9, "save_every": 3, "keep_checkpoints": 3, "batch_size": 4, "length_bucketing": True}
+    settings = {
+        "max_steps": 9,
+        "save_every": 3,
+        "keep_checkpoints": 3,
+        "batch_size": 4,
+        "length_bucketing": True,
+    }
     straight = make_trainer(tmp_path / "a", n=20, dropout=0.1, **settings)
     straight.fit()
     expected = losses(tmp_path / "a")
@@ -101,18 +139,25 @@ def test_resume_from_checkpoint_reproduces_the_next_losses_exactly(tmp_path: Pat
     got = losses(tmp_path / "b")
     assert sorted(got) == [4, 5, 6, 7, 8, 9]
     assert [got[s] for s in got] == [expected[s] for s in got]  # bitwise equal, not approximately
-    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
+    for (name, p), q in zip(
+        straight.model.named_parameters(), resumed.model.parameters(), strict=True
+    ):
         assert torch.equal(p, q), name
 
 
 def test_cancellation_is_checked_every_step_and_the_run_resumes(tmp_path: Path) -> None:
     steps_seen: list[tuple[int, int]] = []
-    hooks = RunHooks(on_progress=lambda s, t: steps_seen.append((s, t)), should_stop=lambda: len(steps_seen) >= 2)
+    hooks = RunHooks(
+        on_progress=lambda s, t: steps_seen.append((s, t)), should_stop=lambda: len(steps_seen) >= 2
+    )
     trainer = make_trainer(tmp_path, n=16, batch_size=4, max_steps=4, hooks=hooks)
     result = trainer.fit()
     assert result.status == "cancelled" and result.step == 2
     assert steps_seen == [(1, 4), (2, 4)]
-    assert result.checkpoint == latest_checkpoint(tmp_path) and result.checkpoint.name == "step-0000002.pt"
+    assert (
+        result.checkpoint == latest_checkpoint(tmp_path)
+        and result.checkpoint.name == "step-0000002.pt"
+    )
     assert not (tmp_path / "model.safetensors").exists()  # a cancelled run writes no final model
 
     again = make_trainer(tmp_path, n=16, batch_size=4, max_steps=4)
@@ -134,17 +179,32 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 def test_hooks_and_metrics_file(tmp_path: Path) -> None:
     received: list[tuple[int, dict[str, float]]] = []
     hooks = RunHooks(on_metrics=lambda step, m: received.append((step, dict(m))))
-    trainer = make_trainer(tmp_path, n=16, batch_size=4, max_steps=4, eval_every=2, log_every=1, hooks=hooks)
+    trainer = make_trainer(
+        tmp_path, n=16, batch_size=4, max_steps=4, eval_every=2, log_every=1, hooks=hooks
+    )
     trainer.fit()
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == len(received) == 4 + 1 + 1  # 4 train steps, eval at step 2, final eval
     train = [m for _, m in received if "train/loss" in m]
-    assert {"train/loss", "train/accuracy", "train/margin", "train/lr", "train/grad_norm",
-            "train/samples_per_s", "train/pad_fraction"} <= set(train[0])
+    assert {
+        "train/loss",
+        "train/accuracy",
+        "train/margin",
+        "train/lr",
+        "train/grad_norm",
+        "train/samples_per_s",
+        "train/pad_fraction",
+    } <= set(train[0])
     evals = [(s, m) for s, m in received if "eval/accuracy" in m]
     assert [s for s, _ in evals] == [2, 4]
-    assert {"eval/acc_chosen_longer", "eval/length_flip_gap", "eval/reward_len_spearman",
-            "eval/acc_over_length_heuristic", "eval/len_r2", "eval/pair_len_corr"} <= set(evals[-1][1])
+    assert {
+        "eval/acc_chosen_longer",
+        "eval/length_flip_gap",
+        "eval/reward_len_spearman",
+        "eval/acc_over_length_heuristic",
+        "eval/len_r2",
+        "eval/pair_len_corr",
+    } <= set(evals[-1][1])
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path: Path) -> None:
