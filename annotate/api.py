@@ -21,6 +21,8 @@ from django.db.models.functions import Cast
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -55,6 +57,7 @@ from annotate.serializers import (
     ReportQuerySerializer,
     SkipSerializer,
     SubmitResultSerializer,
+    TokenSerializer,
 )
 from annotate.services.assignments import LabelingError, assignment_next, assignment_skip
 from annotate.services.imports import ImportValidationError, comparisons_import
@@ -92,6 +95,20 @@ def _labeling_error(exc: LabelingError) -> APIException:
     if exc.code in _HIDDEN:
         return NotFound(exc.message)
     return Conflict({"code": exc.code, "detail": exc.message})
+
+
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the caller's API token (created on first use)."""
+
+    authentication_classes: list = []  # credentials are in the body; a stale header must not 401
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        request=AuthTokenSerializer,
+        responses={200: TokenSerializer, 400: OpenApiResponse(description="Bad credentials")},
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
 
 
 class ProjectListView(generics.ListAPIView):

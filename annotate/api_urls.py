@@ -17,6 +17,8 @@ if "id" not in get_converters():  # the URLconf may be imported more than once
     register_converter(IdConverter, "id")
 
 urlpatterns = [
+    # POST username + password -> {"token": ...}; AI annotators cannot authenticate.
+    path("auth/token/", api.TokenView.as_view(), name="api-token"),
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", api.ProjectDetailView.as_view(), name="api-project-detail"),
     path(

@@ -308,3 +308,7 @@ class ReportQuerySerializer(serializers.Serializer):
     refresh = serializers.BooleanField(
         default=False, help_text="Recompute even if a cached report is current."
     )
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")

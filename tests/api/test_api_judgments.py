@@ -96,13 +96,23 @@ def test_session_auth_needs_csrf_and_token_does_not(world: World) -> None:
     assert bad.get("/api/v1/projects/").status_code == 401
 
 
-def test_ai_annotators_cannot_log_in(world: World) -> None:
+def test_token_endpoint_and_ai_annotators_cannot_get_in(world: World) -> None:
     from annotate.models import User
 
+    anonymous = APIClient()
+    got = anonymous.post("/api/v1/auth/token/", {"username": "lee", "password": PASSWORD})
+    assert got.status_code == 200
+    lee = APIClient()
+    lee.credentials(HTTP_AUTHORIZATION=f"Token {got.data['token']}")
+    assert lee.get("/api/v1/projects/demo/").data["roles"] == ["lead"]
+    wrong = anonymous.post("/api/v1/auth/token/", {"username": "lee", "password": "nope"})
+    assert wrong.status_code == 400 and "non_field_errors" in wrong.data
     judge = User.objects.create(username="judge", kind=User.Kind.AI)
     judge.set_password(PASSWORD)
     judge.save()
     assert not APIClient().login(username="judge", password=PASSWORD)
+    denied = anonymous.post("/api/v1/auth/token/", {"username": "judge", "password": PASSWORD})
+    assert denied.status_code == 400
 
 
 def test_openapi_schema_is_valid_without_warnings(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.authtoken.models import Token
 
 from tests.api.conftest import ROLES, World
+from tests.conftest import PASSWORD
 
 AXES = {"helpful": "A", "truthful": "tie", "harmless": "B"}
 
@@ -27,6 +29,11 @@ AXES = {"helpful": "A", "truthful": "tie", "harmless": "B"}
 Build = Callable[[World], Any]
 ENDPOINTS: dict[str, tuple[str, Build, Build | None]] = {
     "schema": ("get", lambda w: "/api/v1/schema/", None),
+    "auth.token": (
+        "post",
+        lambda w: "/api/v1/auth/token/",
+        lambda w: {"username": "alice", "password": PASSWORD},
+    ),
     "projects.list": ("get", lambda w: "/api/v1/projects/", None),
     "projects.detail": ("get", lambda w: "/api/v1/projects/demo/", None),
     "comparisons.list": ("get", lambda w: "/api/v1/projects/demo/comparisons/", None),
@@ -79,6 +86,8 @@ ENDPOINTS: dict[str, tuple[str, Build, Build | None]] = {
 # THE table.            anonymous annotator lead  ml   staff nonmember
 EXPECTED: dict[str, tuple[int, int, int, int, int, int]] = {
     "schema": (200, 200, 200, 200, 200, 200),
+    # Public: the credentials are in the body (alice's here, whoever calls).
+    "auth.token": (200, 200, 200, 200, 200, 200),
     "projects.list": (401, 200, 200, 200, 200, 200),
     "projects.detail": (401, 200, 200, 200, 200, 404),
     "comparisons.list": (401, 403, 200, 200, 200, 404),
@@ -129,6 +138,7 @@ def _api_routes() -> set[str]:
 def test_table_covers_every_api_route() -> None:
     covered = {
         "api/v1/schema/",
+        "api/v1/auth/token/",
         "api/v1/projects/",
         "api/v1/projects/<slug:slug>/",
         "api/v1/projects/<slug:slug>/comparisons/",
@@ -162,6 +172,8 @@ def test_permission_matrix(world: World, endpoint: str, role: str, expected: int
     assert response.status_code == expected, (
         f"{endpoint} as {role}: {response.status_code} {detail}"
     )
+    if endpoint == "auth.token":
+        assert response.data["token"] == Token.objects.get(user__username="alice").key
     if expected == 401:
         assert response["WWW-Authenticate"].startswith("Token")
 
