@@ -31,6 +31,7 @@ from annotate.services.reports import (
     comparison_resolve,
     comparison_send_back,
 )
+from annotate.views import CONTENT_SECURITY_POLICY
 
 ANNOTATOR_COLUMNS = (
     ("username", "Annotator"),
@@ -85,7 +86,10 @@ def lead_view(*methods: str) -> Callable:
             project = _lead_project(request, slug)
             if request.method not in methods:
                 return HttpResponseNotAllowed(methods)
-            return view(request, project, **kwargs)
+            response = view(request, project, **kwargs)
+            # These pages show model text too: same no-inline-script policy as the label screen.
+            response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            return response
 
         return inner
 

@@ -7,6 +7,7 @@ reliability matrix, subjects x raters matrix, label vectors), so they share no
 shaping code with the module under test. test_agreement_properties.py reuses
 them on random data.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def make_frame(records: list[dict[str, Any]], axes: tuple[str, ...] = AXES) -> p
             "annotator": r["annotator"],
             "overall": r["overall"],
             "swapped": r.get("swapped", False),
-            "seconds": r.get("seconds", float("nan")) if r.get("seconds") is not None else float("nan"),
+            "seconds": r.get("seconds", float("nan"))
+            if r.get("seconds") is not None
+            else float("nan"),
             "over_budget": r.get("over_budget", False),
             "len_a": r.get("len_a", 10),
             "len_b": r.get("len_b", 10),
@@ -47,7 +50,9 @@ def make_frame(records: list[dict[str, Any]], axes: tuple[str, ...] = AXES) -> p
         for axis in axes:
             row[agreement.axis_column(axis)] = r.get(axis)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*agreement.JUDGMENT_COLUMNS, *map(agreement.axis_column, axes)])
+    return pd.DataFrame(
+        rows, columns=[*agreement.JUDGMENT_COLUMNS, *map(agreement.axis_column, axes)]
+    )
 
 
 def report(frame: pd.DataFrame, **kwargs: Any) -> dict[str, Any]:
@@ -83,7 +88,9 @@ def ref_alpha(frame: pd.DataFrame, axis: str, level: str = "nominal") -> float |
 
 def ref_groups(frame: pd.DataFrame, axis: str) -> dict[Any, list[tuple[str, int]]]:
     groups: dict[Any, list[tuple[str, int]]] = defaultdict(list)
-    for c, a, v in zip(frame["comparison"], frame["annotator"].astype(str), side_of(frame, axis), strict=True):
+    for c, a, v in zip(
+        frame["comparison"], frame["annotator"].astype(str), side_of(frame, axis), strict=True
+    ):
         if not math.isnan(v):
             groups[c].append((a, int(v)))
     return groups
@@ -112,7 +119,9 @@ def ref_fleiss(frame: pd.DataFrame, axis: str) -> float | None:
         return _clean(fleiss_kappa(table, method="fleiss"))
 
 
-def ref_cohen(frame: pd.DataFrame, axis: str, min_shared: int) -> dict[tuple[str, str], float | None]:
+def ref_cohen(
+    frame: pd.DataFrame, axis: str, min_shared: int
+) -> dict[tuple[str, str], float | None]:
     by_pair: dict[tuple[str, str], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
     for labels in ref_groups(frame, axis).values():
         for a1, v1 in labels:
@@ -173,10 +182,16 @@ def ref_loo(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
 
 # --- hand-made cases with known answers -------------------------------------
 
+
 def perfect_records() -> list[dict[str, Any]]:
     sides = [-2, 0, 3, -1, 2]
     return [
-        {"comparison": c, "annotator": a, "overall": sides[c % 5], "helpful": "A" if sides[c % 5] < 0 else "B"}
+        {
+            "comparison": c,
+            "annotator": a,
+            "overall": sides[c % 5],
+            "helpful": "A" if sides[c % 5] < 0 else "B",
+        }
         for c in range(30)
         for a in ("ann", "bea", "cy")
     ]
@@ -188,15 +203,23 @@ def test_perfect_agreement_is_one_everywhere_and_matches_the_libraries() -> None
     o = r["axes"]["overall"]
     assert o["pairwise_agreement"]["value"] == 1.0 and o["pairwise_agreement"]["ci95"] == [1.0, 1.0]
     assert o["krippendorff_alpha_nominal"] == pytest.approx(1.0) == ref_alpha(frame, "overall")
-    assert o["krippendorff_alpha_ordinal"] == pytest.approx(1.0) == ref_alpha(frame, "overall", "ordinal")
+    assert (
+        o["krippendorff_alpha_ordinal"]
+        == pytest.approx(1.0)
+        == ref_alpha(frame, "overall", "ordinal")
+    )
     assert o["fleiss_kappa"]["value"] == pytest.approx(1.0) == ref_fleiss(frame, "overall")
     assert o["fleiss_kappa"]["raters"] == 3 and o["fleiss_kappa"]["n_comparisons"] == 30
     kappas = {tuple(p["annotators"]): p["value"] for p in o["cohen_kappa"]["pairs"]}
     assert kappas == pytest.approx(ref_cohen(frame, "overall", 20))
-    assert set(kappas) == {("ann", "bea"), ("ann", "cy"), ("bea", "cy")} and set(kappas.values()) == {1.0}
+    assert set(kappas) == {("ann", "bea"), ("ann", "cy"), ("bea", "cy")} and set(
+        kappas.values()
+    ) == {1.0}
     assert all(u["loo_majority_agreement"]["value"] == 1.0 for u in r["annotators"])
     h = r["axes"]["helpful"]
-    assert h["pairwise_agreement"]["value"] == 1.0 and h["krippendorff_alpha_nominal"] == pytest.approx(1.0)
+    assert h["pairwise_agreement"]["value"] == 1.0 and h[
+        "krippendorff_alpha_nominal"
+    ] == pytest.approx(1.0)
 
 
 def test_systematic_disagreement_has_known_negative_values() -> None:
@@ -204,7 +227,10 @@ def test_systematic_disagreement_has_known_negative_values() -> None:
     records = []
     for c in range(40):
         x = -1 if c < 20 else 1
-        records += [{"comparison": c, "annotator": "x", "overall": x}, {"comparison": c, "annotator": "y", "overall": -x}]
+        records += [
+            {"comparison": c, "annotator": "x", "overall": x},
+            {"comparison": c, "annotator": "y", "overall": -x},
+        ]
     frame = make_frame(records)
     o = report(frame)["axes"]["overall"]
     assert o["pairwise_agreement"]["value"] == 0.0
@@ -220,8 +246,12 @@ def test_systematic_disagreement_has_known_negative_values() -> None:
 def test_random_labels_are_near_zero_and_match_the_libraries() -> None:
     rng = np.random.default_rng(7)
     records = [
-        {"comparison": c, "annotator": f"u{a:02d}", "overall": int(rng.integers(-1, 2)),
-         "helpful": ["A", "tie", "B"][rng.integers(0, 3)]}
+        {
+            "comparison": c,
+            "annotator": f"u{a:02d}",
+            "overall": int(rng.integers(-1, 2)),
+            "helpful": ["A", "tie", "B"][rng.integers(0, 3)],
+        }
         for c in range(3000)
         for a in rng.choice(12, size=3, replace=False)
     ]
@@ -232,7 +262,9 @@ def test_random_labels_are_near_zero_and_match_the_libraries() -> None:
         assert abs(a["krippendorff_alpha_nominal"]) < 0.03
         assert abs(a["fleiss_kappa"]["value"]) < 0.03
         assert a["pairwise_agreement"]["value"] == pytest.approx(1 / 3, abs=0.02)
-        assert a["pairwise_agreement"]["value"] == pytest.approx(ref_pairwise(frame, axis), abs=1e-12)
+        assert a["pairwise_agreement"]["value"] == pytest.approx(
+            ref_pairwise(frame, axis), abs=1e-12
+        )
         assert a["krippendorff_alpha_nominal"] == pytest.approx(ref_alpha(frame, axis), abs=1e-10)
         assert a["fleiss_kappa"]["value"] == pytest.approx(ref_fleiss(frame, axis), abs=1e-10)
         kappas = {tuple(p["annotators"]): p["value"] for p in a["cohen_kappa"]["pairs"]}
@@ -246,12 +278,21 @@ def test_random_labels_are_near_zero_and_match_the_libraries() -> None:
 def test_length_bias_figures_match_hand_counts_and_sklearn() -> None:
     # 10 decided judgments on comparisons where B is longer: 7 pick B (the longer).
     records = [
-        {"comparison": i, "annotator": "u", "overall": -1 if i in (1, 4, 8) else 1, "len_a": 10,
-         "len_b": 10 + 5 * (i + 1)}
+        {
+            "comparison": i,
+            "annotator": "u",
+            "overall": -1 if i in (1, 4, 8) else 1,
+            "len_a": 10,
+            "len_b": 10 + 5 * (i + 1),
+        }
         for i in range(10)
     ]
-    records.append({"comparison": 10, "annotator": "u", "overall": 0, "len_a": 5, "len_b": 90})  # tie: left out
-    records.append({"comparison": 11, "annotator": "u", "overall": 2, "len_a": 30, "len_b": 30})  # equal lengths
+    records.append(
+        {"comparison": 10, "annotator": "u", "overall": 0, "len_a": 5, "len_b": 90}
+    )  # tie: left out
+    records.append(
+        {"comparison": 11, "annotator": "u", "overall": 2, "len_a": 30, "len_b": 30}
+    )  # equal lengths
     frame = make_frame(records)
     o = report(frame)["axes"]["overall"]
     value, lo, hi = ref_rate(7, 10)
@@ -274,13 +315,22 @@ def test_left_chosen_rate_follows_the_display_orientation() -> None:
     ]
     o = report(make_frame(records))["axes"]["overall"]
     value, lo, hi = ref_rate(3, 4)
-    assert o["left_chosen_rate"] == {"value": value, "ci95": [lo, hi], "n": 4, "p_value": binomtest(3, 4).pvalue}
+    assert o["left_chosen_rate"] == {
+        "value": value,
+        "ci95": [lo, hi],
+        "n": 4,
+        "p_value": binomtest(3, 4).pvalue,
+    }
 
 
 def test_leave_one_out_majority_gold_and_skip_rate_per_annotator() -> None:
-    records = [{"comparison": 1, "annotator": a, "overall": -1, "gold": -1} for a in ("a", "b", "c")]
+    records = [
+        {"comparison": 1, "annotator": a, "overall": -1, "gold": -1} for a in ("a", "b", "c")
+    ]
     records.append({"comparison": 1, "annotator": "d", "overall": 2, "gold": -1})
-    records += [{"comparison": 2, "annotator": a, "overall": s} for a, s in (("a", 1), ("b", 1), ("d", -1))]
+    records += [
+        {"comparison": 2, "annotator": a, "overall": s} for a, s in (("a", 1), ("b", 1), ("d", -1))
+    ]
     assignments = pd.DataFrame(
         [("a", "submitted", 2), ("a", "skipped", 2), ("d", "submitted", 2), ("d", "expired", 5)],
         columns=["annotator", "status", "n"],
@@ -292,19 +342,29 @@ def test_leave_one_out_majority_gold_and_skip_rate_per_annotator() -> None:
     # a on comparison 1: others A,A,B -> A agrees; on 2: others B,A -> no majority.
     assert loo["a"] == (1, 1) and loo["d"] == (0, 2)
     for name, (hits, n) in loo.items():
-        assert by[name]["loo_majority_agreement"]["value"] == hits / n and by[name]["loo_majority_agreement"]["n"] == n
+        assert (
+            by[name]["loo_majority_agreement"]["value"] == hits / n
+            and by[name]["loo_majority_agreement"]["n"] == n
+        )
     assert by["d"]["gold_accuracy"]["value"] == 0.0 and by["a"]["gold_accuracy"]["value"] == 1.0
     assert r["axes"]["overall"]["gold_accuracy"]["value"] == 0.75
-    assert by["a"]["skip_rate"] == 0.5 and by["d"]["skip_rate"] == 0.0 and by["b"]["skip_rate"] is None
+    assert (
+        by["a"]["skip_rate"] == 0.5 and by["d"]["skip_rate"] == 0.0 and by["b"]["skip_rate"] is None
+    )
     assert r["summary"]["skip_rate"] == pytest.approx(2 / 6)
 
 
 def test_cross_axis_conflicts_and_time_quartiles_against_naive_counts() -> None:
     rng = np.random.default_rng(3)
     records = [
-        {"comparison": c, "annotator": f"u{a}", "overall": int(rng.integers(-3, 4)),
-         "helpful": ["A", "tie", "B", None][rng.integers(0, 4)], "harmless": ["A", "tie", "B"][rng.integers(0, 3)],
-         "seconds": float(rng.integers(1, 120))}
+        {
+            "comparison": c,
+            "annotator": f"u{a}",
+            "overall": int(rng.integers(-3, 4)),
+            "helpful": ["A", "tie", "B", None][rng.integers(0, 4)],
+            "harmless": ["A", "tie", "B"][rng.integers(0, 3)],
+            "seconds": float(rng.integers(1, 120)),
+        }
         for c in range(200)
         for a in rng.choice(5, size=3, replace=False)
     ]
@@ -320,7 +380,8 @@ def test_cross_axis_conflicts_and_time_quartiles_against_naive_counts() -> None:
             assert conflict["rate"][i][j] == pytest.approx(expected)
     quartiles = r["axes"]["helpful"]["agreement_by_time_quartile"]
     groups = ref_groups(frame, "helpful")
-    seconds = dict(zip(zip(frame["comparison"], frame["annotator"]), frame["seconds"], strict=True))
+    keys = zip(frame["comparison"], frame["annotator"], strict=True)
+    seconds = dict(zip(keys, frame["seconds"], strict=True))
     covered = 0
     for q in quartiles:
         agree = partners = n = 0
@@ -345,16 +406,25 @@ def test_bootstrap_ci_matches_the_naive_index_bootstrap() -> None:
     frame = make_frame(records)
     fig = report(frame, n_boot=4000)["axes"]["overall"]["pairwise_agreement"]
     # Naive: resample comparisons with replacement, recompute the pooled share.
-    per = [(sum(v == w for i, (_, v) in enumerate(g) for _, w in g[i + 1:]), len(g) * (len(g) - 1) // 2)
-           for g in ref_groups(frame, "overall").values()]
+    per = [
+        (
+            sum(v == w for i, (_, v) in enumerate(g) for _, w in g[i + 1 :]),
+            len(g) * (len(g) - 1) // 2,
+        )
+        for g in ref_groups(frame, "overall").values()
+    ]
     agree, pairs = np.array(per).T
     idx = np.random.default_rng(0).integers(0, len(per), (4000, len(per)))
     stats = agree[idx].sum(axis=1) / pairs[idx].sum(axis=1)
     lo, hi = np.percentile(stats, [2.5, 97.5])
     assert fig["value"] == pytest.approx(agree.sum() / pairs.sum())
-    assert fig["ci95"][0] == pytest.approx(lo, abs=0.006) and fig["ci95"][1] == pytest.approx(hi, abs=0.006)
+    assert fig["ci95"][0] == pytest.approx(lo, abs=0.006) and fig["ci95"][1] == pytest.approx(
+        hi, abs=0.006
+    )
     assert fig["ci95"][0] < fig["value"] < fig["ci95"][1]
-    assert report(frame, n_boot=4000)["axes"]["overall"]["pairwise_agreement"] == fig  # seeded: stable
+    assert (
+        report(frame, n_boot=4000)["axes"]["overall"]["pairwise_agreement"] == fig
+    )  # seeded: stable
 
 
 def test_empty_and_single_judgment_frames_give_nulls_not_errors() -> None:
@@ -370,8 +440,13 @@ def test_empty_and_single_judgment_frames_give_nulls_not_errors() -> None:
 def test_kappa_pairs_are_capped_but_counted() -> None:
     # 40 annotators all rating the same 25 comparisons: 780 eligible pairs.
     rng = np.random.default_rng(5)
-    records = [{"comparison": c, "annotator": f"u{a:02d}", "overall": int(rng.integers(-1, 2))}
-               for c in range(25) for a in range(40)]
+    records = [
+        {"comparison": c, "annotator": f"u{a:02d}", "overall": int(rng.integers(-1, 2))}
+        for c in range(25)
+        for a in range(40)
+    ]
     kappa = report(make_frame(records))["axes"]["overall"]["cohen_kappa"]
-    assert kappa["pairs_eligible"] == 780 and len(kappa["pairs"]) == min(780, agreement.MAX_KAPPA_PAIRS)
+    assert kappa["pairs_eligible"] == 780 and len(kappa["pairs"]) == min(
+        780, agreement.MAX_KAPPA_PAIRS
+    )
     assert all(p["shared"] == 25 for p in kappa["pairs"])

@@ -1,4 +1,5 @@
 """`manage.py agreement` and the cached report service on a small database project."""
+
 from __future__ import annotations
 
 import json
@@ -17,28 +18,50 @@ from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactor
 pytestmark = pytest.mark.django_db
 
 
-def judge(comparison, user, overall, *, axes=None, swapped=False, seconds=30.0, **kwargs) -> Judgment:
+def judge(
+    comparison, user, overall, *, axes=None, swapped=False, seconds=30.0, **kwargs
+) -> Judgment:
     shown = timezone.now() - timedelta(seconds=seconds)
-    assignment = AssignmentFactory(comparison=comparison, annotator=user, swapped=swapped, shown_at=shown)
-    return JudgmentFactory(assignment=assignment, overall=overall, axes=axes or {}, swapped=swapped,
-                           shown_at=shown, submitted_at=shown + timedelta(seconds=seconds), **kwargs)
+    assignment = AssignmentFactory(
+        comparison=comparison, annotator=user, swapped=swapped, shown_at=shown
+    )
+    return JudgmentFactory(
+        assignment=assignment,
+        overall=overall,
+        axes=axes or {},
+        swapped=swapped,
+        shown_at=shown,
+        submitted_at=shown + timedelta(seconds=seconds),
+        **kwargs,
+    )
 
 
 @pytest.fixture
 def labelled(project):
     cache.clear()
     users = [UserFactory(username=n) for n in ("ann", "ben", "cat")]
-    comparisons = [ComparisonFactory(project=project, response_a="short", response_b="a much longer answer")
-                   for _ in range(6)]
+    comparisons = [
+        ComparisonFactory(project=project, response_a="short", response_b="a much longer answer")
+        for _ in range(6)
+    ]
     for i, c in enumerate(comparisons):
         for j, u in enumerate(users):
             overall = 2 if (i + j) % 3 else -1
-            judge(c, u, overall, axes={"helpful": "B" if overall > 0 else "A", "harmless": "tie"},
-                  swapped=bool(j % 2), seconds=10 + 5 * i, active_ms=(1000 * (i + 1) if j == 0 else None))
+            judge(
+                c,
+                u,
+                overall,
+                axes={"helpful": "B" if overall > 0 else "A", "harmless": "tie"},
+                swapped=bool(j % 2),
+                seconds=10 + 5 * i,
+                active_ms=(1000 * (i + 1) if j == 0 else None),
+            )
     return project, users, comparisons
 
 
-def test_frame_is_loaded_in_one_query_with_lengths_axes_and_times(labelled, django_assert_num_queries) -> None:
+def test_frame_is_loaded_in_one_query_with_lengths_axes_and_times(
+    labelled, django_assert_num_queries
+) -> None:
     project, _, _ = labelled
     with django_assert_num_queries(1):
         frame = judgments_frame(project=project)
@@ -63,14 +86,32 @@ def test_json_document_has_the_documented_shape(labelled) -> None:
     for name, axis in doc["axes"].items():
         for key in ("pairwise_agreement", "longer_chosen_rate", "left_chosen_rate"):
             assert {"value", "ci95"} <= axis[key].keys(), (name, key)
-        for key in ("krippendorff_alpha_nominal", "fleiss_kappa", "cohen_kappa", "len_logit_coef",
-                    "len_only_auc", "longer_chosen_by_gap_quintile", "agreement_by_time_quartile"):
+        for key in (
+            "krippendorff_alpha_nominal",
+            "fleiss_kappa",
+            "cohen_kappa",
+            "len_logit_coef",
+            "len_only_auc",
+            "longer_chosen_by_gap_quintile",
+            "agreement_by_time_quartile",
+        ):
             assert key in axis, (name, key)
-    assert "krippendorff_alpha_ordinal" in doc["axes"]["overall"] and "gold_accuracy" in doc["axes"]["overall"]
+    assert (
+        "krippendorff_alpha_ordinal" in doc["axes"]["overall"]
+        and "gold_accuracy" in doc["axes"]["overall"]
+    )
     assert [a["username"] for a in doc["annotators"]] == ["ann", "ben", "cat"]
     for a in doc["annotators"]:
-        assert {"judgments", "median_seconds", "over_budget_rate", "skip_rate", "loo_majority_agreement",
-                "gold_accuracy", "longer_chosen_rate", "left_chosen_rate"} <= a.keys()
+        assert {
+            "judgments",
+            "median_seconds",
+            "over_budget_rate",
+            "skip_rate",
+            "loo_majority_agreement",
+            "gold_accuracy",
+            "longer_chosen_rate",
+            "left_chosen_rate",
+        } <= a.keys()
         assert a["judgments"] == 6
     # The same numbers as the service (the dashboard and the API read it too).
     assert doc["axes"] == json.loads(json.dumps(agreement_report(project=project)["axes"]))
@@ -86,7 +127,9 @@ def test_text_output_and_unknown_project(labelled) -> None:
         call_command("agreement", "nope")
 
 
-def test_report_is_cached_and_refreshed_when_judgments_arrive(labelled, django_assert_max_num_queries) -> None:
+def test_report_is_cached_and_refreshed_when_judgments_arrive(
+    labelled, django_assert_max_num_queries
+) -> None:
     project, users, comparisons = labelled
     first = agreement_report(project=project)
     with django_assert_max_num_queries(2):  # fingerprint only: no reload, no recompute
@@ -104,7 +147,10 @@ def test_report_is_cached_and_refreshed_when_judgments_arrive(labelled, django_a
     assert third["summary"]["n_judgments"] == second["summary"]["n_judgments"]
     assert third["axes"]["overall"] != second["axes"]["overall"]
     # A skip changes the skip rate.
-    AssignmentFactory(comparison=comparisons[2], annotator=UserFactory(username="eve"),
-                      status=Assignment.Status.SKIPPED)
+    AssignmentFactory(
+        comparison=comparisons[2],
+        annotator=UserFactory(username="eve"),
+        status=Assignment.Status.SKIPPED,
+    )
     fourth = agreement_report(project=project)
     assert fourth["summary"]["skip_rate"] == pytest.approx(1 / 20)  # 19 submitted + 1 skipped

@@ -1,5 +1,6 @@
 """Real multi-annotator data: the two Mixtral AlpacaEval judges rated the same
 805 pairs and agree on 720 of them (../shared/data/README.md)."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ def mixtral() -> Project:
     assert len(JUDGES) == 2, f"expected the two Mixtral judge files in {ALPACA_DIR}"
     cache.clear()
     for path in JUDGES:
-        comparisons_import(project_slug="mixtral", path=path, fmt="alpaca-eval", with_judgments=True)
+        comparisons_import(
+            project_slug="mixtral", path=path, fmt="alpaca-eval", with_judgments=True
+        )
     return Project.objects.get(slug="mixtral")
 
 
@@ -35,7 +38,9 @@ def test_overall_pairwise_agreement_is_720_of_805(mixtral) -> None:
     assert fig["n_pairs"] == 805 and fig["n_comparisons"] == 805
     assert fig["ci95"][0] < 720 / 805 < fig["ci95"][1]
     assert {u["username"] for u in report["annotators"]} == {
-        "alpaca_eval_gpt4_turbo_fn", "alpaca_eval_cot_gpt4_turbo_fn"}
+        "alpaca_eval_gpt4_turbo_fn",
+        "alpaca_eval_cot_gpt4_turbo_fn",
+    }
     (pair,) = report["axes"]["overall"]["cohen_kappa"]["pairs"]
     assert pair["shared"] == 805
     # The imported verdicts carry no timing: no time quartiles, no median time.
@@ -48,11 +53,16 @@ def test_coefficients_match_the_libraries_on_the_imported_judgments(mixtral) -> 
 
     frame = judgments_frame(project=mixtral)
     overall = agreement_report(project=mixtral)["axes"]["overall"]
-    assert overall["krippendorff_alpha_nominal"] == pytest.approx(ref_alpha(frame, "overall"), abs=1e-12)
+    assert overall["krippendorff_alpha_nominal"] == pytest.approx(
+        ref_alpha(frame, "overall"), abs=1e-12
+    )
     assert overall["krippendorff_alpha_ordinal"] == pytest.approx(
-        ref_alpha(frame, "overall", "ordinal"), abs=1e-12)
-    assert overall["fleiss_kappa"]["value"] == pytest.approx(ref_fleiss(frame, "overall"), abs=1e-12)
-    # The judges are known to favour length: more than half the decided verdicts pick the longer answer.
+        ref_alpha(frame, "overall", "ordinal"), abs=1e-12
+    )
+    assert overall["fleiss_kappa"]["value"] == pytest.approx(
+        ref_fleiss(frame, "overall"), abs=1e-12
+    )
+    # The judges are known to favour length: most decided verdicts pick the longer answer.
     assert overall["longer_chosen_rate"]["ci95"][0] > 0.5 and overall["len_logit_coef"] > 0
 
 

@@ -1,6 +1,7 @@
 """annotate.agreement on random data (hypothesis): every coefficient equals the
 library computed directly on the same, unshaped judgments (oracles in
 test_agreement.py)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,16 +34,28 @@ def judgment_records(draw: st.DrawFn) -> list[dict[str, Any]]:
     n_comparisons = draw(st.integers(1, 30))
     records = []
     for c in range(n_comparisons):
-        raters = draw(st.lists(st.integers(0, n_annotators - 1), min_size=1, max_size=n_annotators, unique=True))
+        raters = draw(
+            st.lists(
+                st.integers(0, n_annotators - 1), min_size=1, max_size=n_annotators, unique=True
+            )
+        )
         len_a, len_b = draw(st.integers(1, 400)), draw(st.integers(1, 400))
         gold = draw(st.sampled_from([None, None, -1, 0, 1]))
         for a in raters:
-            records.append({
-                "comparison": 1000 + c, "annotator": f"u{a}", "overall": draw(st.integers(-3, 3)),
-                "swapped": draw(st.booleans()), "len_a": len_a, "len_b": len_b, "gold": gold,
-                "seconds": draw(st.one_of(st.none(), st.floats(0.5, 300))),
-                "helpful": draw(st.sampled_from(SIDES)), "harmless": draw(st.sampled_from(SIDES[:3])),
-            })
+            records.append(
+                {
+                    "comparison": 1000 + c,
+                    "annotator": f"u{a}",
+                    "overall": draw(st.integers(-3, 3)),
+                    "swapped": draw(st.booleans()),
+                    "len_a": len_a,
+                    "len_b": len_b,
+                    "gold": gold,
+                    "seconds": draw(st.one_of(st.none(), st.floats(0.5, 300))),
+                    "helpful": draw(st.sampled_from(SIDES)),
+                    "harmless": draw(st.sampled_from(SIDES[:3])),
+                }
+            )
     return records
 
 
@@ -78,7 +91,9 @@ def test_every_coefficient_equals_the_library_on_the_raw_data(records, min_share
         if n:
             assert a["left_chosen_rate"]["value"] == k / n
             assert a["left_chosen_rate"]["p_value"] == pytest.approx(binomtest(k, n, 0.5).pvalue)
-    assert _approx(r["axes"]["overall"]["krippendorff_alpha_ordinal"], ref_alpha(frame, "overall", "ordinal"))
+    assert _approx(
+        r["axes"]["overall"]["krippendorff_alpha_ordinal"], ref_alpha(frame, "overall", "ordinal")
+    )
     loo = ref_loo(frame)
     for u in r["annotators"]:
         hits, n = loo.get(u["username"], (0, 0))

@@ -1,6 +1,7 @@
 """A lead in a real browser (Debian's Chromium through Playwright): logs in,
 opens the dashboard and sees the plots, opens a disagreement, sends it back
 for more judgments (htmx); an annotator is then served that comparison."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,14 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (Python
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "pw-for-tests-1"
 
 
@@ -47,16 +54,30 @@ def member(project, username: str, role: str):
     return user
 
 
-def test_lead_sends_a_disagreement_back_and_an_annotator_gets_it(browser, live_server, test_output) -> None:
+def test_lead_sends_a_disagreement_back_and_an_annotator_gets_it(
+    browser, live_server, test_output
+) -> None:
     cache.clear()
     project = ProjectFactory(slug="audit", name="Audit run", overlap=2)
     lead = member(project, "lee", Membership.Role.LEAD)
     alice = member(project, "alice", Membership.Role.ANNOTATOR)
     bob = member(project, "bob", Membership.Role.ANNOTATOR)
     carol = member(project, "carol", Membership.Role.ANNOTATOR)
-    split = ComparisonFactory(project=project, external_id="split-1", slots_taken=2,
-                              prompt="Which is kinder?", response_a="<b>No.</b>", response_b="Of course, gladly.")
-    judge(split, alice, -2, axes={"helpful": "A", "truthful": "A", "harmless": "tie"}, rationale="A is direct")
+    split = ComparisonFactory(
+        project=project,
+        external_id="split-1",
+        slots_taken=2,
+        prompt="Which is kinder?",
+        response_a="<b>No.</b>",
+        response_b="Of course, gladly.",
+    )
+    judge(
+        split,
+        alice,
+        -2,
+        axes={"helpful": "A", "truthful": "A", "harmless": "tie"},
+        rationale="A is direct",
+    )
     judge(split, bob, 3, axes={"helpful": "B", "truthful": "tie", "harmless": "B"}, swapped=True)
     for i in range(6):  # full, agreeing comparisons: nothing else to serve
         c = ComparisonFactory(project=project, external_id=f"agree-{i}", slots_taken=2)
@@ -84,8 +105,14 @@ def test_lead_sends_a_disagreement_back_and_an_annotator_gets_it(browser, live_s
     page.click("text=split-1")
     page.wait_for_url(f"**/disagreements/{split.pk}/")
     table = page.locator("#judgments-table")
-    assert "alice" in table.inner_text() and "bob" in table.inner_text() and "A is direct" in table.inner_text()
-    assert page.locator(".response .md").first.inner_text().strip() == "<b>No.</b>"  # escaped, readable
+    assert (
+        "alice" in table.inner_text()
+        and "bob" in table.inner_text()
+        and "A is direct" in table.inner_text()
+    )
+    assert (
+        page.locator(".response .md").first.inner_text().strip() == "<b>No.</b>"
+    )  # escaped, readable
 
     page.select_option("select[name=extra]", "1")
     page.click("text=Send back for more judgments")

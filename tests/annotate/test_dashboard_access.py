@@ -1,4 +1,5 @@
 """Only the project's leads see its dashboard: every URL, every method, every other role."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 
 from annotate.models import Comparison, Membership
-from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, UserFactory
 from tests.annotate.test_agreement_command import judge
+from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,8 +24,15 @@ def setup(project, lee, alice, bob, mia):
     otto = UserFactory(username="otto")  # leads another project only
     MembershipFactory(project=other, user=otto, role=Membership.Role.LEAD)
     root = UserFactory(username="root", is_staff=True, is_superuser=True)  # staff, not a member
-    return {"project": project, "comparison": comparison, "lee": lee, "alice": alice, "mia": mia,
-            "otto": otto, "root": root}
+    return {
+        "project": project,
+        "comparison": comparison,
+        "lee": lee,
+        "alice": alice,
+        "mia": mia,
+        "otto": otto,
+        "root": root,
+    }
 
 
 def urls(slug: str, pk: int) -> list[str]:
@@ -33,8 +41,18 @@ def urls(slug: str, pk: int) -> list[str]:
         reverse("lead:dashboard", kwargs=kw),
         reverse("lead:dashboard", kwargs=kw) + "?sort=judgments&dir=desc",
         reverse("lead:report-json", kwargs=kw),
-        *(reverse("lead:csv", kwargs={**kw, "table": t}) for t in
-          ("axes", "annotators", "cohen_kappa", "length_quintiles", "time_quartiles", "conflicts", "disagreements")),
+        *(
+            reverse("lead:csv", kwargs={**kw, "table": t})
+            for t in (
+                "axes",
+                "annotators",
+                "cohen_kappa",
+                "length_quintiles",
+                "time_quartiles",
+                "conflicts",
+                "disagreements",
+            )
+        ),
         reverse("lead:disagreements", kwargs=kw),
         reverse("lead:disagreement", kwargs={**kw, "pk": pk}),
         reverse("lead:disagreement-resolve", kwargs={**kw, "pk": pk}),
@@ -89,6 +107,9 @@ def test_a_lead_cannot_reach_another_projects_comparison_through_its_own_slug(se
     for url in urls("demo", foreign.pk)[-3:]:
         method = client.get if url.endswith(f"/{foreign.pk}/") else client.post
         assert method(url).status_code == 404, url
-    assert client.get(reverse("lead:csv", kwargs={"slug": "demo", "table": "secrets"})).status_code == 404
+    assert (
+        client.get(reverse("lead:csv", kwargs={"slug": "demo", "table": "secrets"})).status_code
+        == 404
+    )
     foreign.refresh_from_db()
     assert foreign.extra_overlap == 0 and foreign.resolved_at is None

@@ -1,4 +1,5 @@
 """The lead dashboard and the disagreement queue, through the Django test client."""
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,17 @@ def data(project, lee):
     project.overlap = 2
     project.save()
     users = [UserFactory(username=n) for n in ("zed", "amy", "=cmd()")]
-    split = ComparisonFactory(project=project, external_id="split", response_a=HOSTILE, slots_taken=2)
-    judge(split, users[0], -2, axes={"helpful": "A"}, rationale=f"A is fine {HOSTILE}", flags=["unsafe"])
+    split = ComparisonFactory(
+        project=project, external_id="split", response_a=HOSTILE, slots_taken=2
+    )
+    judge(
+        split,
+        users[0],
+        -2,
+        axes={"helpful": "A"},
+        rationale=f"A is fine {HOSTILE}",
+        flags=["unsafe"],
+    )
     judge(split, users[1], 3, axes={"helpful": "B"}, swapped=True, over_budget=True)
     tie = ComparisonFactory(project=project, external_id="with-tie", slots_taken=2)
     judge(tie, users[0], -1)
@@ -38,7 +48,14 @@ def data(project, lee):
     judge(same, users[2], 2)
     client = Client()
     client.force_login(lee)
-    return {"project": project, "users": users, "split": split, "tie": tie, "same": same, "client": client}
+    return {
+        "project": project,
+        "users": users,
+        "split": split,
+        "tie": tie,
+        "same": same,
+        "client": client,
+    }
 
 
 def test_dashboard_shows_cards_tables_and_four_svg_plots(data) -> None:
@@ -50,7 +67,11 @@ def test_dashboard_shows_cards_tables_and_four_svg_plots(data) -> None:
     report = agreement_report(project=data["project"])
     value = report["axes"]["overall"]["pairwise_agreement"]["value"]
     assert f"{value:.3f}" in html
-    assert 'id="axes-table"' in html and 'id="annotators-table"' in html and 'id="conflict-table"' in html
+    assert (
+        'id="axes-table"' in html
+        and 'id="annotators-table"' in html
+        and 'id="conflict-table"' in html
+    )
     assert "Open disagreements" in html and ">2</a>" in html  # split + with-tie
     assert html.count(".csv") >= 6
     assert "<script>window.pwned" not in html
@@ -61,7 +82,7 @@ def test_annotator_table_sorts_server_side(data) -> None:
 
     def order(query: str) -> list[str]:
         html = data["client"].get(url + query).content.decode()
-        table = html[html.index('id="annotators-table"'):]
+        table = html[html.index('id="annotators-table"') :]
         return re.findall(r'<th scope="row">([^<]+)</th>', table[: table.index("</table>")])
 
     assert order("") == ["=cmd()", "amy", "zed"]
@@ -73,15 +94,25 @@ def test_annotator_table_sorts_server_side(data) -> None:
 
 def test_every_table_downloads_as_csv_with_the_report_numbers(data) -> None:
     report = agreement_report(project=data["project"])
-    for table in ("axes", "annotators", "cohen_kappa", "length_quintiles", "time_quartiles", "conflicts",
-                  "disagreements"):
+    for table in (
+        "axes",
+        "annotators",
+        "cohen_kappa",
+        "length_quintiles",
+        "time_quartiles",
+        "conflicts",
+        "disagreements",
+    ):
         response = data["client"].get(reverse("lead:csv", kwargs={"slug": "demo", "table": table}))
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
         assert f'filename="demo-{table}.csv"' in response["Content-Disposition"]
         rows = list(csv.DictReader(io.StringIO(response.content.decode())))
         if table == "axes":
             overall = next(r for r in rows if r["axis"] == "overall")
-            assert float(overall["pairwise_agreement"]) == report["axes"]["overall"]["pairwise_agreement"]["value"]
+            assert (
+                float(overall["pairwise_agreement"])
+                == report["axes"]["overall"]["pairwise_agreement"]["value"]
+            )
             assert [r["axis"] for r in rows] == ["overall", "helpful", "truthful", "harmless"]
         if table == "annotators":
             # A username that looks like a formula is neutralised for spreadsheets.
@@ -105,12 +136,16 @@ def test_queue_lists_split_comparisons_unresolved_first(data, lee) -> None:
 
 def test_detail_shows_every_judgment_side_by_side_and_escapes_model_text(data) -> None:
     url = reverse("lead:disagreement", kwargs={"slug": "demo", "pk": data["split"].pk})
-    html = data["client"].get(url).content.decode()
+    response = data["client"].get(url)
+    assert (
+        "script-src 'self'" in response["Content-Security-Policy"]
+    )  # a third layer, as on the label screen
+    html = response.content.decode()
     assert "<script>window.pwned" not in html and "<img src=x" not in html
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in html  # still readable
     assert "zed" in html and "amy" in html and "A better" in html and "B much better" in html
     assert "A is fine" in html and "unsafe" in html and "over budget" in html
-    table = html[html.index('id="judgments-table"'):]
+    table = html[html.index('id="judgments-table"') :]
     assert re.search(r"Shown on the left</th><td>A</td><td>B</td>", table)
 
 
@@ -119,7 +154,9 @@ def test_send_back_and_resolve_with_plain_forms_and_htmx(data, lee) -> None:
     send_back = reverse("lead:disagreement-send-back", kwargs={"slug": "demo", "pk": split.pk})
     resolve = reverse("lead:disagreement-resolve", kwargs={"slug": "demo", "pk": split.pk})
     response = client.post(resolve)
-    assert response.status_code == 302 and response["Location"].endswith(f"/disagreements/{split.pk}/")
+    assert response.status_code == 302 and response["Location"].endswith(
+        f"/disagreements/{split.pk}/"
+    )
     split.refresh_from_db()
     assert split.resolved_by == lee and split.resolved_at is not None
     first = split.resolved_at
