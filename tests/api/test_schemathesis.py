@@ -124,7 +124,7 @@ def _schemathesis(url: str, token: str, out: Path, *extra: str) -> tuple[int, st
         *extra,
     ]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=out)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=out)
     return proc.returncode, proc.stdout + proc.stderr, ET.parse(junit).getroot()
 
 
