@@ -160,6 +160,7 @@ class _Rows:
     pair_lo: np.ndarray  # (P,) row indexes of every pair of judgments sharing a comparison
     pair_hi: np.ndarray
     time_bin: np.ndarray  # (N,) time-spent quartile 0..3 over the project's judgments, -1 unknown
+    time_ranges: dict[int, tuple[float, float]]  # quartile -> (min, max) seconds
     x_len: np.ndarray  # (M,) length feature of each comparison: log2((len_b + 1) / (len_a + 1))
     x_order: np.ndarray  # (M,) comparisons by ascending x_len
 
@@ -177,6 +178,11 @@ def _rows(frame: pd.DataFrame) -> _Rows:
     known = ~np.isnan(seconds)
     time_bin = np.full(len(seconds), -1, np.int64)
     time_bin[known] = _quantile_bins(seconds[known], 4)
+    time_ranges = {}
+    for b in range(4):
+        in_bin = seconds[time_bin == b]
+        if in_bin.size:
+            time_ranges[b] = (float(in_bin.min()), float(in_bin.max()))
     return _Rows(
         comp=comp,
         n_comp=len(comps),
@@ -189,6 +195,7 @@ def _rows(frame: pd.DataFrame) -> _Rows:
         pair_lo=lo,
         pair_hi=hi,
         time_bin=time_bin,
+        time_ranges=time_ranges,
         x_len=x_len,
         x_order=np.argsort(x_len, kind="stable"),
     )
@@ -404,11 +411,10 @@ def _by_time(rows: _Rows, cat: np.ndarray, counts: np.ndarray) -> list[dict[str,
     n_bin = np.bincount(bins, minlength=4)
     out = []
     for b in np.flatnonzero(n_bin).tolist():
-        secs = rows.seconds[rows.time_bin == b]
         out.append(
             {
                 "bin": b + 1,
-                "seconds": [float(secs.min()), float(secs.max())],
+                "seconds": list(rows.time_ranges[b]),
                 "value": float(agree_sum[b] / partner_sum[b]),
                 "n": int(n_bin[b]),
             }
