@@ -41,6 +41,8 @@ def _is_accuracy(name: str) -> bool:
 
 def _is_length(name: str) -> bool:
     leaf = _leaf(name)
+    if leaf.startswith("n_"):  # counts (n_equal_length, ...) are not diagnostics on a shared axis
+        return False
     return "len" in leaf or "nrg_ratio" in leaf
 
 

@@ -42,6 +42,8 @@ POINTS_PER_SERIES = 300
 def _default_text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()  # as the true/false select shows it
     if isinstance(value, tuple | list):
         return ", ".join(map(str, value))
     return str(value)

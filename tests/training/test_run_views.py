@@ -240,3 +240,21 @@ def test_names_errors_and_metric_names_are_escaped(users, run) -> None:
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
     assert '<b onmouseover="x">' not in page
+
+
+def test_every_registered_kind_has_a_form_built_from_its_config(users, export) -> None:
+    from training.registry import KINDS
+
+    client = client_for(users["ml"])
+    for name, kind in KINDS.items():
+        page = client.get(reverse("ml-run-new", args=["demo"]), {"kind": name}).content.decode()
+        assert f"Hyperparameters ({name})" in page
+        for field in kind.config.field_help():
+            assert f'name="cfg_{field}"' in page, (name, field)
+
+
+def test_count_metrics_stay_out_of_the_length_panel() -> None:
+    from training.run_charts import panel_of
+
+    assert panel_of("eval/n_equal_length") is None and panel_of("eval/pair_len_corr") == "length"
+    assert panel_of("eval/acc_chosen_longer") == "accuracy" and panel_of("objective/kl_k3") == "kl"
