@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -251,6 +252,7 @@ def db_load(n: int) -> None:
     )
     print(f"db: wrote {n} judgments in {time.perf_counter() - t:.1f} s")
     wall, cpu, loaded = timed(lambda: judgments_frame(project=project), 1)
+    shutil.rmtree(tmp, ignore_errors=True)
     assert len(loaded) == len(frame)
     print(f"{len(frame):>10}  {'load frame from SQLite (1 query)':<34} {wall:>8.3f} {cpu:>7.3f}")
 
