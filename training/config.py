@@ -13,6 +13,7 @@ Adding a trainer: subclass `LoopConfig` (the shared loop's knobs), add fields
 with `_f(...)`, and override `_cross_field_errors` for rules that involve more
 than one field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,7 +61,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+        if isinstance(value, str) and value.strip().lower() in {
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        }:
             return value.strip().lower() in {"true", "1", "yes", "on"}
         raise ValueError(f"expected a boolean, got {value!r}")
     if annotation is int:
@@ -110,33 +120,70 @@ class LoopConfig:
 
     kind: ClassVar[str] = "loop"
 
-    seed: int = _f(0, "Seed for model init, dropout and data order; the same seed gives the same run.", min=0)
-    epochs: float = _f(1.0, "Passes over the training pairs (fractions allowed); ignored when max_steps is set.",
-                       min=0.0, min_exclusive=True, max=1000.0)
+    seed: int = _f(
+        0, "Seed for model init, dropout and data order; the same seed gives the same run.", min=0
+    )
+    epochs: float = _f(
+        1.0,
+        "Passes over the training pairs (fractions allowed); ignored when max_steps is set.",
+        min=0.0,
+        min_exclusive=True,
+        max=1000.0,
+    )
     max_steps: int | None = _f(None, "Optimizer steps to run; overrides epochs when set.", min=1)
     batch_size: int = _f(8, "Examples (pairs) per micro-batch.", min=1, max=4096)
-    grad_accum: int = _f(1, "Micro-batches accumulated per optimizer step (effective batch = batch_size x this).",
-                         min=1, max=1024)
+    grad_accum: int = _f(
+        1,
+        "Micro-batches accumulated per optimizer step (effective batch = batch_size x this).",
+        min=1,
+        max=1024,
+    )
     lr: float = _f(2e-5, "Peak learning rate of AdamW.", min=0.0, min_exclusive=True, max=1.0)
-    weight_decay: float = _f(0.0, "AdamW weight decay (never applied to biases and norms).", min=0.0, max=1.0)
-    warmup_ratio: float = _f(0.1, "Share of the steps spent warming the learning rate up linearly from 0.",
-                             min=0.0, max=1.0)
-    schedule: str = _f("linear", "Decay after warmup: linear to 0, cosine to 0, or constant.",
-                       choices=("linear", "cosine", "constant"))
-    max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this (0 disables clipping).", min=0.0)
+    weight_decay: float = _f(
+        0.0, "AdamW weight decay (never applied to biases and norms).", min=0.0, max=1.0
+    )
+    warmup_ratio: float = _f(
+        0.1,
+        "Share of the steps spent warming the learning rate up linearly from 0.",
+        min=0.0,
+        max=1.0,
+    )
+    schedule: str = _f(
+        "linear",
+        "Decay after warmup: linear to 0, cosine to 0, or constant.",
+        choices=("linear", "cosine", "constant"),
+    )
+    max_grad_norm: float = _f(
+        1.0, "Clip the global gradient norm to this (0 disables clipping).", min=0.0
+    )
     eval_every: int = _f(0, "Evaluate every N steps (0: only at the end).", min=0)
-    save_every: int = _f(0, "Write a resumable checkpoint every N steps (0: only when cancelled).", min=0)
+    save_every: int = _f(
+        0, "Write a resumable checkpoint every N steps (0: only when cancelled).", min=0
+    )
     keep_checkpoints: int = _f(1, "Checkpoints kept on disk; older ones are deleted.", min=1)
     log_every: int = _f(1, "Write training metrics every N steps.", min=1)
-    device: str = _f("auto", "auto (CUDA when present, else CPU), cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.",
-                        choices=("auto", "fp32", "bf16"))
-    gradient_checkpointing: bool = _f(False, "Recompute activations in backward: less memory, ~30% slower.")
-    lora_r: int = _f(0, "LoRA rank (0: full fine-tuning). For models too large to train fully.", min=0, max=1024)
-    lora_alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", min=0.0)
+    device: str = _f(
+        "auto", "auto (CUDA when present, else CPU), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
+    precision: str = _f(
+        "auto",
+        "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.",
+        choices=("auto", "fp32", "bf16"),
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in backward: less memory, ~30% slower."
+    )
+    lora_r: int = _f(
+        0, "LoRA rank (0: full fine-tuning). For models too large to train fully.", min=0, max=1024
+    )
+    lora_alpha: float = _f(
+        16.0, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", min=0.0
+    )
     lora_dropout: float = _f(0.05, "Dropout on the LoRA branch.", min=0.0, max=1.0)
-    lora_target_modules: tuple[str, ...] = _f(("all-linear",), "Module names LoRA adapts ('all-linear': every "
-                                              "linear layer but the output head).")
+    lora_target_modules: tuple[str, ...] = _f(
+        ("all-linear",),
+        "Module names LoRA adapts ('all-linear': every linear layer but the output head).",
+    )
 
     # --- construction -----------------------------------------------------
     @classmethod
@@ -147,7 +194,10 @@ class LoopConfig:
         like `learning_rate` must not be silently ignored).
         """
         if not isinstance(data, Mapping):
-            raise ConfigError({"__all__": f"expected an object, got {type(data).__name__}"}, config_name=cls.__name__)
+            raise ConfigError(
+                {"__all__": f"expected an object, got {type(data).__name__}"},
+                config_name=cls.__name__,
+            )
         hints = typing.get_type_hints(cls)
         known = {f.name: f for f in dataclasses.fields(cls)}
         errors: dict[str, str] = {}
@@ -182,7 +232,9 @@ class LoopConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists); `from_dict(to_dict())` round-trips."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -218,21 +270,56 @@ class RewardConfig(LoopConfig):
 
     kind: ClassVar[str] = "reward"
 
-    model: str = _f(DEFAULT_REWARD_MODEL, "Backbone: a local folder or a hub name already in the local cache "
-                    f"(never downloaded); '{DEFAULT_REWARD_MODEL}' is the packaged MiniLM.")
-    lr: float = _f(5e-5, "Peak learning rate of AdamW.", min=0.0, min_exclusive=True, max=1.0)
-    max_length: int = _f(256, "Tokens per prompt+response; the prompt is cut from the left first, the response "
-                         "keeps at least half.", min=8, max=32768)
-    center_coef: float = _f(0.0, "Reward-centering weight: adds coef * mean((r_c + r_r)^2) (Eisenstein et al. "
-                            "2023); 0.01 is typical.", min=0.0)
-    use_margin: bool = _f(True, "Subtract the data's `margin` column inside the sigmoid when present (Llama 2).")
-    length_bucketing: bool = _f(True, "Group pairs of similar length into micro-batches so little compute "
-                                "goes to padding.")
-    eval_fraction: float = _f(0.1, "Share of pairs held out for evaluation (split by prompt) when no eval "
-                              "data is given.", min=0.0, max=0.9)
+    model: str = _f(
+        DEFAULT_REWARD_MODEL,
+        "Backbone: a local folder or a hub name already in the local cache "
+        f"(never downloaded); '{DEFAULT_REWARD_MODEL}' is the packaged MiniLM.",
+    )
+    lr: float = _f(
+        1e-4,
+        "Peak learning rate of AdamW for the backbone (the head: x head_lr_mult).",
+        min=0.0,
+        min_exclusive=True,
+        max=1.0,
+    )
+    max_length: int = _f(
+        256,
+        "Tokens per prompt+response; the prompt is cut from the left first, the response "
+        "keeps at least half.",
+        min=8,
+        max=32768,
+    )
+    head_lr_mult: float = _f(
+        10.0,
+        "The new reward head's learning rate is lr x this: with Adam a weight "
+        "moves at most ~lr a step, so a freshly initialised head at the backbone's lr "
+        "barely moves in one epoch.",
+        min=0.0,
+        min_exclusive=True,
+        max=1000.0,
+    )
+    center_coef: float = _f(
+        0.0,
+        "Reward-centering weight: adds coef * mean((r_c + r_r)^2) (Eisenstein et al. "
+        "2023); 0.01 is typical.",
+        min=0.0,
+    )
+    use_margin: bool = _f(
+        True, "Subtract the data's `margin` column inside the sigmoid when present (Llama 2)."
+    )
+    length_bucketing: bool = _f(
+        True, "Group pairs of similar length into micro-batches so little compute goes to padding."
+    )
+    eval_fraction: float = _f(
+        0.1,
+        "Share of pairs held out for evaluation (split by prompt) when no eval data is given.",
+        min=0.0,
+        max=0.9,
+    )
     eval_batch_size: int = _f(32, "Pairs per evaluation forward pass.", min=1, max=4096)
-    dropout: float | None = _f(None, "Override the backbone's dropout probabilities (null keeps them).",
-                               min=0.0, max=1.0)
+    dropout: float | None = _f(
+        None, "Override the backbone's dropout probabilities (null keeps them).", min=0.0, max=1.0
+    )
 
     def _cross_field_errors(self) -> dict[str, str]:
         errors = super()._cross_field_errors()

@@ -122,13 +122,19 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
     return factor
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on biases and norm weights (1-D tensors), as in BERT and GPT-2."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+def param_groups(
+    params: Sequence[nn.Parameter], weight_decay: float, *, lr: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and norm weights (1-D tensors), as in BERT and GPT-2.
+
+    `lr` sets the group's own peak learning rate (the schedule scales every group alike).
+    """
+    extra = {} if lr is None else {"lr": lr}
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **extra},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **extra},
     ]
+    return [g for g in groups if g["params"]]
 
 
 def prepare_model(model: nn.Module, config: LoopConfig, *, task_type: str) -> nn.Module:
@@ -228,6 +234,11 @@ class Trainer(ABC):
         """Restore what `extra_state` returned; called when resuming, after the model is loaded."""
         return None
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups over the trainable parameters (override for per-group rates)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return param_groups(params, self.config.weight_decay)
+
     # --- shared machinery ----------------------------------------------------
     def autocast(self) -> torch.autocast:
         """bf16 autocast when configured; a disabled autocast is a no-op context."""
@@ -259,7 +270,7 @@ class Trainer(ABC):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model.to(self.device)
         optimizer = torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=self.device.type == "cuda"
+            self.param_groups(), lr=cfg.lr, fused=self.device.type == "cuda"
         )
         total = self.total_steps()
         warmup = math.ceil(cfg.warmup_ratio * total)

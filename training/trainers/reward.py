@@ -37,8 +37,17 @@ from training.data import PreferencePair, hh_to_messages, split_by_prompt
 from training.diagnostics import reward_length_report, scalar_metrics
 from training.losses import bradley_terry_loss
 from training.models_hub import resolve_model
-from training.trainers.base import RunResult, Trainer, iter_chunks, prepare_model, seed_everything
+from training.trainers.base import (
+    RunResult,
+    Trainer,
+    iter_chunks,
+    param_groups,
+    prepare_model,
+    seed_everything,
+)
 
+# Module names of the freshly initialised reward head (BERT-like: classifier; decoders: score).
+_HEAD_NAMES = frozenset({"classifier", "score"})
 # Config attributes that hold dropout probabilities, across common architectures.
 _DROPOUT_ATTRS = (
     "hidden_dropout_prob",
@@ -127,6 +136,8 @@ def encode_pairs(
     pairs: Sequence[PreferencePair], tokenizer: Any, *, max_length: int
 ) -> EncodedPairs:
     """Tokenize prompt and responses separately (the prompt once per pair), then assemble."""
+    if not pairs:  # fast tokenizers reject an empty batch
+        return EncodedPairs([], [], [], [], [], [], [], [])
     template = PairTemplate.from_tokenizer(tokenizer)
     if not getattr(tokenizer, "chat_template", None):
         prompts = [p.prompt for p in pairs]
@@ -232,6 +243,17 @@ class RewardTrainer(Trainer):
             8 if self.device.type == "cuda" else 1
         )  # tensor-core friendly shapes on GPU
         self.last_report: dict[str, Any] = {}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Backbone groups at `lr`; the new head (`classifier` / `score`) at lr x head_lr_mult."""
+        head, body = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (head if _HEAD_NAMES & set(name.split(".")) else body).append(param)
+        cfg = self.config
+        return param_groups(body, cfg.weight_decay) + param_groups(
+            head, 0.0, lr=cfg.lr * cfg.head_lr_mult
+        )
 
     # --- the three methods the loop needs -------------------------------------
     def num_train_examples(self) -> int:

@@ -434,3 +434,20 @@ def test_train_command_data_errors(tmp_path: Path) -> None:
             str(tmp_path / "o"),
             stdout=io.StringIO(),
         )
+
+
+def test_the_new_head_learns_faster_than_the_backbone(tmp_path: Path) -> None:
+    trainer = make_trainer(
+        tmp_path, synthetic_pairs(8), lr=1e-4, head_lr_mult=10, weight_decay=0.01
+    )
+    groups = trainer.param_groups()
+    head = [g for g in groups if g.get("lr") == pytest.approx(1e-3)]
+    assert {id(p) for g in head for p in g["params"]} == {
+        id(trainer.model.classifier.weight),
+        id(trainer.model.classifier.bias),
+    }
+    assert all(g["weight_decay"] == 0.0 for g in head)
+    body = [g for g in groups if "lr" not in g]
+    n_params = sum(1 for p in trainer.model.parameters())
+    assert sum(len(g["params"]) for g in body) == n_params - 2
+    assert {g["weight_decay"] for g in body} == {0.01, 0.0}  # no decay on biases and norms
