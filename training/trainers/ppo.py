@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from training.callbacks import RunHooks
 from training.config import PPOConfig
@@ -82,61 +82,18 @@ from training.ops import (
 )
 from training.trainers.base import RunResult, Trainer, prepare_model, seed_everything
 from training.trainers.ppo_rollout import (
+    PolicyWithValueHead,
     Scorer,
+    disable_dropout,
     episode_tensors,
     nrg_ratio,
     pearson,
     sample_completions,
+    stop_token_ids,
     trim_batch,
 )
 
 log = logging.getLogger(__name__)
-
-
-class PolicyWithValueHead(nn.Module):
-    """A causal LM plus a scalar value head on its last hidden state (shared trunk)."""
-
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-        self.value_head = nn.Linear(policy.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)  # V = 0 at the start: no arbitrary baseline
-        nn.init.zeros_(self.value_head.bias)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *,
-                n_completion: int, temperature: float) -> tuple[Tensor, Tensor]:
-        """(logits / temperature [B, T, V], values [B, T]) at the T positions that predict the
-        completion, which fills the last T columns (see ``episode_tensors``)."""
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=True, logits_to_keep=n_completion + 1, use_cache=False)
-        logits = out.logits[:, :-1].float() / temperature  # [B, T, V]
-        hidden = out.hidden_states[-1][:, -(n_completion + 1):-1]  # [B, T, H] (post final norm)
-        values = self.value_head(hidden).squeeze(-1).float()  # [B, T]
-        return logits, values
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Zero every dropout: nn.Dropout modules and attention dropout stored as a float attribute."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-
-
-def stop_token_ids(tokenizer: Any, policy: Any, encoder: Any) -> list[int]:
-    """EOS ids of the tokenizer and generation config, plus the chat template's end-of-turn token."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
-    ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    if encoder.chat:  # the last token of a templated reply ends the turn (ChatML: <|im_end|>)
-        head = encoder.prompt_text("x")
-        tail = tokenizer(encoder.completion_text(head, "x", "y"), add_special_tokens=False)["input_ids"]
-        if tail:
-            ids.add(tail[-1])
-    if not ids:
-        raise ValueError("the policy's tokenizer has no EOS token: PPO cannot tell finished completions")
-    return sorted(ids)
 
 
 class PPOTrainer(Trainer):
@@ -365,8 +322,7 @@ class PPOTrainer(Trainer):
             **nrg_ratio(base["scores"], [int(n) for n in base["lengths"]], now["scores"],
                         [int(n) for n in now["lengths"]], bucket_tokens=self.config.nrg_bucket_tokens),
         }
-        self.history.append({"eval_after_iteration": len([h for h in self.history if "iteration" in h]) - 1,
-                             **metrics})
+        self.history.append({"eval_after_iterations": sum("iteration" in h for h in self.history), **metrics})
         return metrics
 
     def extra_state(self) -> dict[str, Any]:

@@ -18,8 +18,14 @@ from training.config import ConfigError, PPOConfig
 from training.ops import logprobs_from_logits, masked_mean
 from training.prompts import load_prompts
 from training.registry import KINDS
-from training.trainers.ppo import PolicyWithValueHead, PPOTrainer, run
-from training.trainers.ppo_rollout import RewardModelScorer, TokenScorer, episode_tensors, nrg_ratio
+from training.trainers.ppo import PPOTrainer, run
+from training.trainers.ppo_rollout import (
+    PolicyWithValueHead,
+    RewardModelScorer,
+    TokenScorer,
+    episode_tensors,
+    nrg_ratio,
+)
 
 from .tiny_policy import tiny_policy, tiny_policy_tokenizer, tiny_prompts
 from .tiny_reward import save_tiny
