@@ -12,29 +12,7 @@ every TRAINING_FLUSH_S), progress goes to the run row with the same write;
 cancelled run stops within one step. Trainers are imported lazily through
 `training.registry` (no torch at import time).
 
-Running GPU workers on other nodes
-----------------------------------
-Every node needs the same code and environment, and three shared things:
-the broker (`CELERY_BROKER_URL`, e.g. redis://broker:6379/0), the database
-(`DATABASE_URL`, PostgreSQL) and the artifacts folder (`ARTIFACTS_ROOT`, a
-network file system mounted at the same path everywhere: exports are read
-from it and run outputs written to it; nothing else is shared on disk). On
-each GPU node::
-
-    export DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://... ARTIFACTS_ROOT=/mnt/artifacts
-    export SECRET_KEY=...  TRAINING_QUEUE=gpu           # the queue the web side routes runs to
-    celery -A config worker -Q gpu --pool=solo --concurrency=1 -n gpu@%h
-
-One run at a time per worker (`--pool=solo`): a run owns the node's GPUs.
-A run whose config has `num_gpus: N > 1` (or every run, with the setting
-TRAINING_NUM_GPUS=N on that node) is launched as
-`accelerate launch --multi_gpu --num_processes N -m training.launch <run id>`
-on that node; rank 0 writes metrics, progress and the outcome, every rank
-reads the cancel flag. TRAINING_LAUNCH=accelerate sends even one-process
-runs through a subprocess (GPU memory is returned when it exits, and a
-crashing trainer cannot take the worker down). Keep the nodes' clocks in
-sync (NTP): a run whose heartbeat (TRAINING_HEARTBEAT_S, default 10 s) is
-older than TRAINING_STALE_AFTER_S (default 120 s) is failed as "worker lost".
+How to run GPU workers on other nodes: see the docstring of `training.tasks`.
 """
 from __future__ import annotations
 

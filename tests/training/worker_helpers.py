@@ -75,8 +75,8 @@ def producer_broker(urls: Urls) -> Iterator[None]:
 
     def drop_pools() -> None:
         # What Celery itself does after a fork (Celery._after_fork): the next send builds a
-        # connection and a producer pool from the current conf.
-        app.pool.force_close_all()
+        # connection and a producer pool from the current conf. The pools are not closed:
+        # kombu shares them process-wide between apps that use the same broker URL.
         app._pool = None
         app.amqp._producer_pool = None
 
