@@ -132,6 +132,18 @@ BENCHES: dict[str, Bench] = {
                     {"ours": reward_ours, "trl": reward_trl}, "pairs"),
 }
 
+# DPO lives in its own module (benchmarks/dpo_bench.py); the figure is tokens/s.
+from benchmarks import dpo_bench  # noqa: E402 - after the shared definitions it plugs into
+
+BENCHES["dpo"] = Bench("DPO: ours vs TRL DPOTrainer (SmolLM2-135M, HH-RLHF)", dpo_bench.add_args,
+                       {"ours": dpo_bench.ours, "trl": dpo_bench.trl}, "tokens")
+
+# PPO lives in benchmarks/ppo_bench.py; TRL's side runs trl==1.12.0 from its own venv in a subprocess.
+from benchmarks import ppo_bench  # noqa: E402
+
+BENCHES["ppo"] = Bench("PPO: ours vs TRL 1.12 experimental PPOTrainer (own venv; HH prompts)", ppo_bench.add_args,
+                       {"ours": ppo_bench.ours, "trl": ppo_bench.trl}, "episodes")
+
 
 # --- driver ---------------------------------------------------------------------
 def _worker(bench: str, side: str, params: dict[str, Any]) -> None:
@@ -143,7 +155,9 @@ def _worker(bench: str, side: str, params: dict[str, Any]) -> None:
     started = time.perf_counter()
     figures = BENCHES[bench].sides[side](params)
     figures["process_s"] = time.perf_counter() - started
-    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # Linux: KiB. CHILDREN counts a side that runs its trainer in a subprocess (PPO's TRL side).
+    figures["peak_rss_mib"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     figures["cuda_peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20
                                 if torch.cuda.is_available() else None)
     figures["device"] = params["device"]

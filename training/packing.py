@@ -13,14 +13,24 @@ sequences are concatenated into ONE row of T = sum(len_s) tokens with
     input_ids    [p0 p0 c0 c0 c0 | p1 c1 c1 | ...]      shape [1, T]
     position_ids [0  1  2  3  4  | 0  1  2  | ...]      shape [1, T]
 
-transformers (>= 4.53; checked in 5.24) turns packed `position_ids` into a
-block-diagonal causal mask in `masking_utils.find_packed_sequence_indices`
-when no `attention_mask` is passed (sdpa, eager and flex attention), and into
-`cu_seqlens` for flash-attention varlen kernels; RoPE reads the restarted
-positions. So a token never attends across sequences, and the result equals
-the padded computation (tests/training/trainers/test_dpo.py checks 1e-5 in
-fp32). Models whose attention ignores packed positions are caught by
-`packing_supported`, which compares both layouts once on the real model.
+Keeping the sequences apart. transformers (checked in 5.24) turns packed
+`position_ids` into a block-diagonal causal mask when no `attention_mask` is
+passed (`masking_utils.find_packed_sequence_indices`; sdpa, eager, flex) and
+into `cu_seqlens` for the flash-attention varlen kernels; RoPE reads the
+restarted positions. Correct, but on CPU (no flash-attention) the
+block-diagonal path is SLOWER than padding: sdpa gets a dense [T, T] mask and
+computes T^2 scores where sum(len_s^2) are needed (measured on SmolLM2-135M,
+batch 4 pairs x 256 tokens: packed-with-mask 1.0-1.6x the time of padded).
+So `enable_packed_attention` registers one more attention implementation
+through transformers' public `AttentionInterface.register`: given the
+`cu_seq_lens_q` boundaries that `token_logps` passes (the same kwarg the
+flash-attention path reads), it runs causal sdpa per sequence; every other
+call (padded batches, generation with a cache) is plain sdpa with
+transformers' own masks. Flash-attention models are left alone (their varlen
+kernel already does this). `packing_supported` compares packed and padded
+log-probs once on the real model, so a model whose attention ignores packed
+positions falls back to padding instead of silently mixing sequences; the
+tests check packed == padded to 1e-5 in fp32.
 
 Only the logits of positions that predict a completion token are computed
 (`logits_to_keep` with an index tensor): the vocab projection is the largest
@@ -32,7 +42,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PACKED_ATTENTION = "pairwise_packed_sdpa"
 
 
 @dataclass
@@ -125,13 +138,65 @@ def pad(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], 
     )
 
 
+def _packed_sdpa(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                 dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
+                 **kwargs: object) -> tuple[Tensor, None]:
+    """Attention for packed rows: causal sdpa inside each sequence; anything else is plain sdpa.
+
+    query [1, H, T, D], key/value [1, H_kv, T, D] (grouped-query heads allowed);
+    returns [1, T, H, D] like transformers' sdpa. Naive equivalent: run each
+    sequence alone through sdpa(is_causal=True) and concatenate.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None or attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    cuts = bounds.tolist()  # type: ignore[union-attr]
+    gqa = query.shape[1] != key.shape[1]
+    outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
+                                           is_causal=True, scale=scaling, enable_gqa=gqa)
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)]  # each [1, H, len_s, D]
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _packed_mask(*args: object, attention_mask: Tensor | None = None, **kwargs: object) -> Tensor | None:
+    """No mask to build for a packed row (the attention knows the boundaries); sdpa's mask otherwise."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def enable_packed_attention(model: nn.Module) -> None:
+    """Switch an sdpa/eager model to per-sequence attention for packed rows (idempotent).
+
+    Registered lazily (no work at import time). The choice is not written by
+    save_pretrained: a saved model loads with the default attention.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return  # flash-attention reads cu_seq_lens itself; unknown models keep what they have
+    AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa)
+    AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
+    model.set_attn_implementation(PACKED_ATTENTION)
+
+
 def token_logps(model: torch.nn.Module, batch: TokenBatch) -> Tensor:
     """Log-prob of every completion token, shape [N] (fp32), in `batch.target_pos` order."""
     rows, width = batch.input_ids.shape
     if rows == 1:
-        # Packed: one row, so positions index the sequence axis directly.
+        # Packed: one row, so positions index the sequence axis directly. The boundaries go in the
+        # kwargs flash-attention's varlen path and `_packed_sdpa` read; other attentions ignore them.
         keep: Tensor = batch.target_pos  # [N]
-        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep, use_cache=False)
+        zero = torch.zeros(1, dtype=torch.int32, device=batch.seq_lens.device)
+        cu = torch.cat([zero, batch.seq_lens.cumsum(0).to(torch.int32)])  # [S + 1]
+        longest = int(batch.seq_lens.max())
+        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep, use_cache=False,
+                    cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
         logits = out.logits[0]  # [N, V]
     else:
         # Padded: a boolean [S, L] mask selects the same positions (flattened row-major).

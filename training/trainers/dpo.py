@@ -42,7 +42,7 @@ from training.data import PreferencePair, split_by_prompt
 from training.diagnostics import reward_length_report
 from training.generation import Generations, GenerationProbe, score
 from training.losses import dpo_loss
-from training.packing import TokenBatch, pack, packing_supported, pad, sequence_logps
+from training.packing import TokenBatch, enable_packed_attention, pack, packing_supported, pad, sequence_logps
 from training.policy import (EncodedPair, PairEncoder, disable_dropout, load_policy, load_tokenizer,
                              pair_prompt, stop_token_ids)
 from training.trainers.base import RunResult, Trainer, iter_chunks, prepare_model, seed_everything
@@ -71,6 +71,8 @@ class DPOTrainer(Trainer):
         self.train_data = [self.encoder.encode(pair_prompt(p), p.chosen, p.rejected) for p in train_pairs]
         self.eval_data = [self.encoder.encode(pair_prompt(p), p.chosen, p.rejected) for p in eval_pairs]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if config.packing:
+            enable_packed_attention(model)
         self.packed = config.packing and packing_supported(model, vocab_size=model.config.vocab_size)
         self.uses_lora = config.lora_r > 0
         self.reference_free = config.variant == "simpo"
@@ -79,9 +81,11 @@ class DPOTrainer(Trainer):
         self.live_ref = copy.deepcopy(model).eval().requires_grad_(False) if live and not self.uses_lora else None
         self.use_live = live
         self.ref_logps: dict[str, Tensor] = {}  # split -> [N, 2] (chosen, rejected); precomputed mode
+        started = time.perf_counter()
         if not live and not self.reference_free:
             self.ref_logps = self._cached("reference_logps.pt", lambda: {
                 "train": self._score_pairs(model, self.train_data), "eval": self._score_pairs(model, self.eval_data)})
+        self.timings = {"reference_s": time.perf_counter() - started}  # the one reference pass (benchmarks)
         self.probe = self._make_probe(model, tokenizer)
         # Where the probe reads the reference for gen/kl_seq when none is in memory (precomputed mode,
         # no LoRA): the model's source, or for an injected model its initial weights saved once here.
@@ -225,6 +229,8 @@ class DPOTrainer(Trainer):
         if self.uses_lora:
             return (lambda p, c: score(self.model, p, c)), self.model.disable_adapter()
         ref = load_policy(self._ref_source).to(self.device).eval()  # freed when the probe returns
+        if self.packed:
+            enable_packed_attention(ref)
         return (lambda p, c: score(ref, p, c)), nullcontext()
 
     def evaluate(self) -> dict[str, float]:

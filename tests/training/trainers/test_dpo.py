@@ -15,7 +15,8 @@ from training.callbacks import RunHooks, read_metrics
 from training.config import DPOConfig
 from training.data import PreferencePair
 from training.generation import GenerationProbe, score
-from training.packing import pack, packing_supported, pad, sequence_logps, token_logps
+from training.packing import (PACKED_ATTENTION, enable_packed_attention, pack, packing_supported, pad,
+                              sequence_logps, token_logps)
 from training.policy import PairEncoder
 from training.trainers.dpo import DPOTrainer, run
 
@@ -95,9 +96,13 @@ def one_thread() -> Any:
 
 # --- packing -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", PACKED_ATTENTION])
 def test_packed_and_padded_log_probs_agree_in_fp32(attn: str) -> None:
-    model = tiny_llama(21, attn=attn, init_range=0.2).eval()
+    """sdpa/eager: transformers' block-diagonal mask from position ids; ours: sdpa per sequence."""
+    model = tiny_llama(21, attn="sdpa" if attn == PACKED_ATTENTION else attn, init_range=0.2).eval()
+    if attn == PACKED_ATTENTION:
+        enable_packed_attention(model)
+        assert model.config._attn_implementation == PACKED_ATTENTION
     prompts, comps = random_sequences(1)
     packed = sequence_logps(model, pack(prompts, comps))
     padded = sequence_logps(model, pad(prompts, comps, pad_id=0))
@@ -116,6 +121,7 @@ def test_packed_gradients_equal_padded_gradients() -> None:
     grads = []
     for batch in (pack(prompts, comps), pad(prompts, comps, pad_id=0)):
         model = tiny_llama(21, init_range=0.2)
+        enable_packed_attention(model)  # the padded batch goes through plain sdpa with its mask
         sequence_logps(model, batch).sum().backward()
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for name in grads[0]:
@@ -128,8 +134,14 @@ def test_packing_really_separates_sequences() -> None:
     prompts, comps = random_sequences(3)
     batch = pack(prompts, comps)
     leaky = pack(prompts, comps)
-    leaky.position_ids = torch.arange(batch.num_tokens).unsqueeze(0)
+    leaky.position_ids = torch.arange(batch.num_tokens).unsqueeze(0)  # no restart: one long sequence
     assert not torch.allclose(sequence_logps(model, batch), sequence_logps(model, leaky), atol=1e-3)
+    assert packing_supported(model, vocab_size=21)
+    # The same control for our per-sequence attention: boundaries that say "one sequence" leak.
+    enable_packed_attention(model)
+    one = pack(prompts, comps)
+    one.seq_lens = torch.tensor([batch.num_tokens])  # token_logps reads the boundaries from seq_lens
+    assert not torch.allclose(token_logps(model, batch), token_logps(model, one), atol=1e-3)
     assert packing_supported(model, vocab_size=21)
 
 
@@ -268,6 +280,7 @@ def test_run_writes_a_causal_lm_and_every_diagnostic(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run_config.json").read_text())["packed"] is True
     assert not (tmp_path / ".reference").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config._attn_implementation == "sdpa"  # the packed attention is not saved
     state = result.out_dir
     assert reloaded.config.vocab_size == len(tok) and state == tmp_path
 
