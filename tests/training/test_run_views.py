@@ -130,9 +130,10 @@ def test_the_list_shows_only_runs_of_projects_where_the_user_is_ml(users, run) -
 
 def test_the_form_shows_every_hyperparameter_with_its_default_and_help(users, export) -> None:
     page = client_for(users["ml"]).get(reverse("ml-run-new", args=["demo"])).content.decode()
-    assert re.search(r'name="cfg_lr"[^>]*value="5e-05"', page)
-    assert "Peak learning rate of AdamW." in page and "Default: 5e-05." in page
-    assert re.search(r'name="cfg_batch_size"[^>]*value="8"', page)
+    defaults = RewardConfig()
+    assert re.search(rf'name="cfg_lr"[^>]*value="{defaults.lr}"', page)
+    assert RewardConfig.field_help()["lr"] in page and f"Default: {defaults.lr}." in page
+    assert re.search(rf'name="cfg_batch_size"[^>]*value="{defaults.batch_size}"', page)
     assert 'name="cfg_model"' in page and 'value="all-MiniLM-L6-v2"' in page  # the base model, packaged
     assert f'<option value="{export.pk}" selected>' in page
     assert 'name="data_path"' not in page  # a server path is for staff only
