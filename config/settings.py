@@ -12,9 +12,15 @@ Every value an operator may set is an environment variable; a bad value raises
 | CELERY_BROKER_URL   | sqla+sqlite:///<repo>/var/celery-broker.sqlite |
 | CELERY_RESULT_BACKEND | db+sqlite:///<repo>/var/celery-results.sqlite |
 | TRAINING_QUEUE      | gpu                                            |
+| TRAINING_HEARTBEAT_S | 10 (a running task writes its heartbeat)      |
+| TRAINING_STALE_AFTER_S | 120 (no heartbeat for this long: failed)    |
+| TRAINING_FLUSH_S    | 0.5 (metrics/progress batch interval)          |
+| TRAINING_NUM_GPUS   | 1 (>1: runs go through `accelerate launch`)    |
+| TRAINING_LAUNCH     | auto (`accelerate`: always a subprocess)       |
 | ARTIFACTS_ROOT      | <repo>/var/artifacts                           |
 | MAX_UPLOAD_MB       | 200                                            |
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +35,16 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
 # The default SQLite files (database, broker, results) live here; SQLite cannot
 # create a missing directory, so make it before anything opens them.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+(VAR_DIR / "static").mkdir(exist_ok=True)  # STATIC_ROOT; whitenoise warns on every request without it
 
 DEBUG = env_bool("DEBUG", False)
 
 _secret = env_str("SECRET_KEY")
 if not _secret:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for development)")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for development)"
+        )
     _secret = "dev-only-insecure-key-do-not-use-in-production"
 SECRET_KEY: str = _secret
 
@@ -145,12 +154,33 @@ ARTIFACTS_ROOT = Path(env_str("ARTIFACTS_ROOT") or VAR_DIR / "artifacts")
 # --- Celery -----------------------------------------------------------------
 # Embedded default: kombu's SQLAlchemy transport on a SQLite file, so the demo
 # needs no server. Production points these at Redis or RabbitMQ.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite'}"
-CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite'}"
-_broker_schemes = ("sqla+", "redis://", "rediss://", "amqp://", "pyamqp://", "filesystem://", "memory://")
+CELERY_BROKER_URL = (
+    env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite'}"
+)
+CELERY_RESULT_BACKEND = (
+    env_str("CELERY_RESULT_BACKEND") or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite'}"
+)
+_broker_schemes = (
+    "sqla+",
+    "redis://",
+    "rediss://",
+    "amqp://",
+    "pyamqp://",
+    "filesystem://",
+    "memory://",
+)
 if not CELERY_BROKER_URL.startswith(_broker_schemes):
     raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} has an unsupported scheme")
 TRAINING_QUEUE = env_str("TRAINING_QUEUE") or "gpu"
+# Run supervision (training/services_runs.py and run_job.py read these and
+# validate them; None means "use the documented default").
+TRAINING_HEARTBEAT_S = env_str("TRAINING_HEARTBEAT_S")
+TRAINING_STALE_AFTER_S = env_str("TRAINING_STALE_AFTER_S")
+TRAINING_FLUSH_S = env_str("TRAINING_FLUSH_S")
+TRAINING_NUM_GPUS = env_int("TRAINING_NUM_GPUS", 1, minimum=1)
+TRAINING_LAUNCH = env_str("TRAINING_LAUNCH") or "auto"
+if TRAINING_LAUNCH not in ("auto", "accelerate"):
+    raise ImproperlyConfigured(f"TRAINING_LAUNCH={TRAINING_LAUNCH!r}: use auto or accelerate")
 CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": TRAINING_QUEUE}}
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ACKS_LATE = False  # training is never retried automatically

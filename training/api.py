@@ -39,7 +39,12 @@ from training.serializers import (
     TrainingRunSerializer,
 )
 from training.services import export_create, export_dir, run_cancel, run_create
-from training.services_runs import run_fail_stale, stale_after_s
+from training.services_runs import (
+    run_artifacts_zip,
+    run_fail_stale,
+    run_validate_config,
+    stale_after_s,
+)
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: {field: [messages]}"),
@@ -222,13 +227,19 @@ class RunsView(generics.GenericAPIView):
         if project is None and export is None and not request.user.is_staff:
             raise serializers.ValidationError({"project": ["give a project or an export"]})
         try:
+            # The kind's config dataclass validates the hyperparameters; the
+            # run stores the full config (defaults written out).
+            config = run_validate_config(kind=data["kind"], config=data["config"])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"config": exc.message_dict}) from exc
+        try:
             run = run_create(
                 user=request.user,
                 kind=data["kind"],
                 project=project,
                 export=export,
                 data_path=data["data_path"],
-                config=data["config"],
+                config=config,
                 name=data["name"],
             )
         except DjangoValidationError as exc:
@@ -275,3 +286,22 @@ class RunCancelView(ApiView):
     def post(self, request: Request, pk: int) -> Response:
         run = run_cancel(run=run_for(request.user, pk), user=request.user)
         return Response(TrainingRunSerializer(run).data)
+
+
+class RunArtifactsView(ApiView):
+    @extend_schema(
+        operation_id="runs_artifacts",
+        description="A zip of the run's output folder (model, tokenizer, run_config.json, "
+        "metrics.jsonl, eval_report.json); `?checkpoints=1` includes resumable checkpoints.",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS},
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        run = run_for(request.user, pk)
+        try:
+            archive = run_artifacts_zip(run, checkpoints=request.query_params.get("checkpoints") == "1")
+        except FileNotFoundError as exc:
+            raise Http404(f"run {run.pk} has no artifacts yet") from exc
+        return FileResponse(
+            archive, as_attachment=True, filename=f"run-{run.pk}-{run.kind}-artifacts.zip",
+            content_type="application/zip",
+        )

@@ -17,4 +17,5 @@ urlpatterns = [
     path("runs/<id:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
     path("runs/<id:pk>/metrics/", api.RunMetricsView.as_view(), name="api-run-metrics"),
     path("runs/<id:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
+    path("runs/<id:pk>/artifacts/", api.RunArtifactsView.as_view(), name="api-run-artifacts"),
 ]

@@ -79,13 +79,15 @@ def test_run_create_queues_and_enqueues_after_commit(
         )
     assert response.status_code == 201, response.data
     run = TrainingRun.objects.get(pk=response.data["id"])
-    assert (run.status, run.kind, run.project, run.export, run.config) == (
+    assert (run.status, run.kind, run.project, run.export, run.config["beta"]) == (
         "queued",
         "dpo",
         world.project,
         world.export,
-        {"beta": 0.1},
+        0.1,
     )
+    # The stored config is the validated one, every default written out.
+    assert run.config["variant"] == "sigmoid" and "lr" in run.config
     assert len(callbacks) == 1  # the enqueue, which must wait for the commit
 
 
@@ -176,3 +178,28 @@ def test_cancel_of_a_running_run_only_raises_the_flag(world: World) -> None:
     TrainingRun.objects.filter(pk=world.run.pk).update(status="succeeded", cancel_requested=False)
     data = world.client("ml").post(f"/api/v1/runs/{world.run.pk}/cancel/").data
     assert data["status"] == "succeeded" and data["cancel_requested"] is False
+
+
+def test_run_create_with_a_bad_config_is_400_naming_the_field(world: World) -> None:
+    before = TrainingRun.objects.count()
+    response = world.client("ml").post(
+        "/api/v1/runs/",
+        {"kind": "dpo", "export": world.export.pk, "config": {"beta": -1, "learning_rate": 0.1}},
+        format="json",
+    )
+    assert response.status_code == 400
+    errors = response.data["config"]
+    assert set(errors) == {"beta", "learning_rate"} and errors["learning_rate"] == ["unknown field"]
+    assert TrainingRun.objects.count() == before
+
+
+def test_run_artifacts_download_zips_the_run_folder(world: World, artifacts) -> None:
+    folder = artifacts / "runs" / str(world.run.pk)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "eval_report.json").write_text('{"accuracy": 0.7}')
+    (folder / "checkpoints" / "step-5.pt").write_bytes(b"x")
+    TrainingRun.objects.filter(pk=world.run.pk).update(artifacts_dir=f"runs/{world.run.pk}")
+    response = world.client("ml").get(f"/api/v1/runs/{world.run.pk}/artifacts/")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(_body(response))).namelist()
+    assert "eval_report.json" in names and not any(n.startswith("checkpoints") for n in names)

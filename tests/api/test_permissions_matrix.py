@@ -81,6 +81,8 @@ ENDPOINTS: dict[str, tuple[str, Build, Build | None]] = {
     "runs.detail": ("get", lambda w: f"/api/v1/runs/{w.run.pk}/", None),
     "runs.metrics": ("get", lambda w: f"/api/v1/runs/{w.run.pk}/metrics/", None),
     "runs.cancel": ("post", lambda w: f"/api/v1/runs/{w.run.pk}/cancel/", None),
+    # The world's run has not produced artifacts: allowed roles get the 404 that says so.
+    "runs.artifacts": ("get", lambda w: f"/api/v1/runs/{w.run.pk}/artifacts/", None),
 }
 
 # THE table.            anonymous annotator lead  ml   staff nonmember
@@ -109,6 +111,7 @@ EXPECTED: dict[str, tuple[int, int, int, int, int, int]] = {
     "runs.detail": (401, 403, 403, 200, 200, 404),
     "runs.metrics": (401, 403, 403, 200, 200, 404),
     "runs.cancel": (401, 403, 403, 200, 200, 404),
+    "runs.artifacts": (401, 403, 403, 404, 404, 404),
 }
 
 CASES = [
@@ -156,6 +159,7 @@ def test_table_covers_every_api_route() -> None:
         "api/v1/runs/<id:pk>/",
         "api/v1/runs/<id:pk>/metrics/",
         "api/v1/runs/<id:pk>/cancel/",
+        "api/v1/runs/<id:pk>/artifacts/",
     }
     assert _api_routes() == covered
 
