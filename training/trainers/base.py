@@ -12,7 +12,11 @@ implements three methods:
 Optional hooks: ``example_lengths()`` (enables length bucketing),
 ``evaluate() -> {name: float}`` (called every `eval_every` steps and at the
 end, under no_grad/eval mode/autocast), ``save_outputs(eval_metrics)`` (write
-the final model and reports).
+the final model and reports), ``extra_state()`` / ``load_extra_state()``
+(trainer state a checkpoint must carry besides the model). A trainer whose
+data depends on the model overrides ``epoch_plan(epoch)`` and
+``total_steps()``: PPO rolls out at the start of each epoch of the loop and
+plans its minibatch passes over that rollout (see `trainers/ppo.py`).
 
 `fit()` is the loop: seeding, an epoch plan of micro-batches (saved in
 checkpoints, so a resumed run sees the same data in the same order), gradient
