@@ -71,6 +71,13 @@ def test_load_prompts_from_prompt_and_preference_files(tmp_path: Path) -> None:
                        "\n\nHuman: why?\n\nAssistant:"]
     train, held, info = KINDS["ppo"].resolve(str(path))
     assert train == prompts and held is None and info["path"] == str(path.resolve())
+    export = tmp_path / "export"  # an export folder: train prompts, and its eval split held out
+    export.mkdir()
+    for split, prompt in (("train", "\n\nHuman: a\n\nAssistant:"), ("eval", "\n\nHuman: b\n\nAssistant:")):
+        rows = [{"prompt": prompt, "chosen": "x", "rejected": "y"}] * 2
+        (export / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held, _ = KINDS["ppo"].resolve(str(export))
+    assert train == ["\n\nHuman: a\n\nAssistant:"] and held == ["\n\nHuman: b\n\nAssistant:"]
     path.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
     with pytest.raises(ValueError, match=r"line 2: field 'prompt' is missing"):
         load_prompts(path)
