@@ -27,7 +27,15 @@ class ProjectAdmin(admin.ModelAdmin):
 
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "project", "model_a", "model_b", "gold", "slots_taken", "created_at")
+    list_display = (
+        "external_id",
+        "project",
+        "model_a",
+        "model_b",
+        "gold",
+        "slots_taken",
+        "created_at",
+    )
     list_filter = ("project",)
     search_fields = ("external_id", "prompt")
     readonly_fields = ("content_hash", "slots_taken")
@@ -35,7 +43,15 @@ class ComparisonAdmin(admin.ModelAdmin):
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ("comparison", "annotator", "status", "swapped", "is_gold", "shown_at", "lease_expires_at")
+    list_display = (
+        "comparison",
+        "annotator",
+        "status",
+        "swapped",
+        "is_gold",
+        "shown_at",
+        "lease_expires_at",
+    )
     list_filter = ("project", "status", "is_gold")
     raw_id_fields = ("comparison", "annotator")
 
@@ -44,7 +60,15 @@ class AssignmentAdmin(admin.ModelAdmin):
 class JudgmentAdmin(admin.ModelAdmin):
     """Judgments are immutable records: the admin shows them, it does not edit them."""
 
-    list_display = ("comparison", "annotator", "overall", "source", "submitted_at", "over_budget", "superseded_at")
+    list_display = (
+        "comparison",
+        "annotator",
+        "overall",
+        "source",
+        "submitted_at",
+        "over_budget",
+        "superseded_at",
+    )
     list_filter = ("project", "source", "over_budget")
     raw_id_fields = ("comparison", "assignment", "annotator", "supersedes")
 

@@ -3,7 +3,7 @@
 from django.urls import path, register_converter
 from django.urls.converters import IntConverter, get_converters
 
-from annotate import api
+from annotate import api, api_labeling
 
 
 class IdConverter(IntConverter):
@@ -33,24 +33,28 @@ urlpatterns = [
     ),
     path(
         "projects/<slug:slug>/assignments/",
-        api.AssignmentListView.as_view(),
+        api_labeling.AssignmentListView.as_view(),
         name="api-assignments",
     ),
     path(
         "projects/<slug:slug>/assignments/next/",
-        api.AssignmentNextView.as_view(),
+        api_labeling.AssignmentNextView.as_view(),
         name="api-assignment-next",
     ),
     path(
         "projects/<slug:slug>/assignments/<id:pk>/skip/",
-        api.AssignmentSkipView.as_view(),
+        api_labeling.AssignmentSkipView.as_view(),
         name="api-assignment-skip",
     ),
     path(
         "projects/<slug:slug>/assignments/<id:pk>/judgment/",
-        api.JudgmentSubmitView.as_view(),
+        api_labeling.JudgmentSubmitView.as_view(),
         name="api-assignment-submit",
     ),
-    path("projects/<slug:slug>/judgments/", api.JudgmentListView.as_view(), name="api-judgments"),
+    path(
+        "projects/<slug:slug>/judgments/",
+        api_labeling.JudgmentListView.as_view(),
+        name="api-judgments",
+    ),
     path("projects/<slug:slug>/agreement/", api.AgreementView.as_view(), name="api-agreement"),
 ]

@@ -1,4 +1,5 @@
 """Authentication backend: AI annotators (imported judges) never log in."""
+
 from __future__ import annotations
 
 from typing import Any

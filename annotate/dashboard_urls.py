@@ -3,6 +3,7 @@
 from django.urls import path
 
 from annotate import dashboard_views as views
+from annotate import disagreement_views as queue
 
 app_name = "lead"
 
@@ -11,16 +12,16 @@ urlpatterns = [
     path("<slug:slug>/", views.dashboard, name="dashboard"),
     path("<slug:slug>/report.json", views.report_json, name="report-json"),
     path("<slug:slug>/csv/<str:table>.csv", views.table_csv, name="csv"),
-    path("<slug:slug>/disagreements/", views.disagreements, name="disagreements"),
-    path("<slug:slug>/disagreements/<int:pk>/", views.disagreement_detail, name="disagreement"),
+    path("<slug:slug>/disagreements/", queue.disagreements, name="disagreements"),
+    path("<slug:slug>/disagreements/<int:pk>/", queue.disagreement_detail, name="disagreement"),
     path(
         "<slug:slug>/disagreements/<int:pk>/resolve/",
-        views.disagreement_resolve,
+        queue.disagreement_resolve,
         name="disagreement-resolve",
     ),
     path(
         "<slug:slug>/disagreements/<int:pk>/send-back/",
-        views.disagreement_send_back,
+        queue.disagreement_send_back,
         name="disagreement-send-back",
     ),
 ]

@@ -7,6 +7,7 @@ integers: negative favours A, positive favours B, 0 is a tie, and the absolute
 value is the strength (1 = slightly, 2 = better, 3 = much better on the
 default 7-point scale).
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -25,7 +26,14 @@ DEFAULT_SCALE = [
     "B better",
     "B much better",
 ]
-DEFAULT_FLAGS = ["hallucination", "unsafe", "fails_instruction", "refusal", "off_topic", "broken_formatting"]
+DEFAULT_FLAGS = [
+    "hallucination",
+    "unsafe",
+    "fails_instruction",
+    "refusal",
+    "off_topic",
+    "broken_formatting",
+]
 AXIS_CHOICES = ("A", "tie", "B")
 
 
@@ -58,25 +66,36 @@ class User(AbstractUser):
 class Project(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)
-    guidelines = models.TextField(blank=True, help_text="Markdown shown (collapsible) above every comparison.")
+    guidelines = models.TextField(
+        blank=True, help_text="Markdown shown (collapsible) above every comparison."
+    )
     rubric_axes = models.JSONField(default=default_axes, help_text="Per-axis A / tie / B choices.")
     scale = models.JSONField(
         default=default_scale,
-        help_text="Labels of the overall preference scale, A side first; odd length, the middle is the tie.",
+        help_text="Labels of the overall preference scale, A side first; "
+        "odd length, the middle is the tie.",
     )
     flags = models.JSONField(default=default_flags, help_text="Flags an annotator may raise.")
-    time_budget_s = models.PositiveIntegerField(default=60, help_text="Visible time budget per comparison.")
+    time_budget_s = models.PositiveIntegerField(
+        default=60, help_text="Visible time budget per comparison."
+    )
     lease_grace_s = models.PositiveIntegerField(
         default=120, help_text="Extra seconds after the budget before the slot returns to the pool."
     )
-    overlap = models.PositiveSmallIntegerField(default=3, help_text="Judgments wanted per comparison.")
-    gold_rate = models.FloatField(default=0.0, help_text="Share of served items that are gold checks (0-1).")
+    overlap = models.PositiveSmallIntegerField(
+        default=3, help_text="Judgments wanted per comparison."
+    )
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of served items that are gold checks (0-1)."
+    )
     require_rationale = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_0_1"),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_0_1"
+            ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_ge_1"),
         ]
 
@@ -93,11 +112,17 @@ class Project(models.Model):
 
     def clean(self) -> None:
         if not isinstance(self.scale, list) or len(self.scale) < 3 or len(self.scale) % 2 == 0:
-            raise ValidationError({"scale": "the scale must be a list of an odd number (>= 3) of labels"})
-        if not isinstance(self.rubric_axes, list) or any(not isinstance(a, str) or not a for a in self.rubric_axes):
+            raise ValidationError(
+                {"scale": "the scale must be a list of an odd number (>= 3) of labels"}
+            )
+        if not isinstance(self.rubric_axes, list) or any(
+            not isinstance(a, str) or not a for a in self.rubric_axes
+        ):
             raise ValidationError({"rubric_axes": "rubric axes must be a list of non-empty names"})
         if "overall" in self.rubric_axes:
-            raise ValidationError({"rubric_axes": "'overall' is reserved for the overall preference"})
+            raise ValidationError(
+                {"rubric_axes": "'overall' is reserved for the overall preference"}
+            )
 
 
 class Membership(models.Model):
@@ -107,12 +132,18 @@ class Membership(models.Model):
         ML = "ml", "ML staff"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "user", "role"], name="membership_unique_role")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user", "role"], name="membership_unique_role"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} {self.role} @ {self.project}"
@@ -120,13 +151,21 @@ class Membership(models.Model):
 
 class Comparison(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
-    external_id = models.CharField(max_length=200, help_text="Unique per project; re-imports match on it.")
-    content_hash = models.CharField(
-        max_length=64, db_index=True, help_text="sha256 of prompt + both responses (order-independent)."
+    external_id = models.CharField(
+        max_length=200, help_text="Unique per project; re-imports match on it."
     )
-    prompt = models.TextField(help_text="The prompt as plain text (chat prompts: the turns rendered as text).")
+    content_hash = models.CharField(
+        max_length=64,
+        db_index=True,
+        help_text="sha256 of prompt + both responses (order-independent).",
+    )
+    prompt = models.TextField(
+        help_text="The prompt as plain text (chat prompts: the turns rendered as text)."
+    )
     prompt_messages = models.JSONField(
-        null=True, blank=True, help_text="Chat prompts: [{'role': 'user'|'assistant'|'system', 'content': str}]."
+        null=True,
+        blank=True,
+        help_text="Chat prompts: [{'role': 'user'|'assistant'|'system', 'content': str}].",
     )
     response_a = models.TextField()
     response_b = models.TextField()
@@ -134,7 +173,10 @@ class Comparison(models.Model):
     model_b = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     gold = models.SmallIntegerField(
-        null=True, blank=True, help_text="Gold overall preference, canonical sign (-1 A, 0 tie, +1 B). Never sent to browsers."
+        null=True,
+        blank=True,
+        help_text="Gold overall preference, canonical sign (-1 A, 0 tie, +1 B). "
+        "Never sent to browsers.",
     )
     extra_overlap = models.PositiveSmallIntegerField(
         default=0, help_text="Judgments wanted beyond the project's overlap (a lead sent it back)."
@@ -143,7 +185,9 @@ class Comparison(models.Model):
     # assignment service under a row lock: lets `assignment_next` pick a slot
     # with an index scan instead of aggregating assignments per request.
     slots_taken = models.PositiveSmallIntegerField(default=0)
-    resolved_at = models.DateTimeField(null=True, blank=True, help_text="A lead closed its disagreement.")
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="A lead closed its disagreement."
+    )
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -151,7 +195,9 @@ class Comparison(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "external_id"], name="comparison_unique_external_id"),
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="comparison_unique_external_id"
+            ),
         ]
         indexes = [models.Index(fields=["project", "slots_taken"], name="comparison_slots_idx")]
 
@@ -174,7 +220,9 @@ class Assignment(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
     swapped = models.BooleanField(default=False, help_text="B was shown on the left.")
     is_gold = models.BooleanField(default=False, help_text="Served as a gold check.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
@@ -185,7 +233,9 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_unique_per_annotator"),
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="assignment_unique_per_annotator"
+            ),
         ]
         indexes = [
             models.Index(fields=["annotator", "status"], name="assignment_annotator_status"),
@@ -212,18 +262,30 @@ class Judgment(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judgments")
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgments")
     assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="judgments")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments")
-    overall = models.SmallIntegerField(help_text="Signed strength: <0 A better, 0 tie, >0 B better.")
-    axes = models.JSONField(default=dict, blank=True, help_text="{axis: 'A' | 'tie' | 'B'}, canonical.")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments"
+    )
+    overall = models.SmallIntegerField(
+        help_text="Signed strength: <0 A better, 0 tie, >0 B better."
+    )
+    axes = models.JSONField(
+        default=dict, blank=True, help_text="{axis: 'A' | 'tie' | 'B'}, canonical."
+    )
     flags = models.JSONField(default=list, blank=True)
     rationale = models.TextField(blank=True)
-    swapped = models.BooleanField(default=False, help_text="Copy of the assignment's display orientation.")
+    swapped = models.BooleanField(
+        default=False, help_text="Copy of the assignment's display orientation."
+    )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
     shown_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField()
-    active_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Client-side visible+focused time.")
+    active_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Client-side visible+focused time."
+    )
     over_budget = models.BooleanField(default=False)
-    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    supersedes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     superseded_at = models.DateTimeField(null=True, blank=True)
     superseded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -232,7 +294,9 @@ class Judgment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["assignment"], condition=Q(superseded_at__isnull=True), name="judgment_one_current_per_assignment"
+                fields=["assignment"],
+                condition=Q(superseded_at__isnull=True),
+                name="judgment_one_current_per_assignment",
             ),
         ]
         indexes = [

@@ -9,6 +9,7 @@ the next comparison: the same views serve both.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -64,23 +65,56 @@ def _annotator_project(request: HttpRequest, slug: str) -> Project:
     return project
 
 
+def _role_links(role: str, slug: str) -> list[dict[str, str]]:
+    """The screens a lead or ML member opens from the home page (annotators get the label
+    button, which depends on their progress)."""
+    if role == Membership.Role.LEAD:
+        return [
+            {"label": "Dashboard", "url": reverse("lead:dashboard", args=[slug])},
+            {"label": "Disagreements", "url": reverse("lead:disagreements", args=[slug])},
+        ]
+    if role == Membership.Role.ML:
+        runs = f"{reverse('ml-runs')}?{urlencode({'project': slug})}"
+        return [
+            {"label": "Exports", "url": reverse("ml-project-exports", args=[slug])},
+            {"label": "Training runs", "url": runs},
+        ]
+    return []
+
+
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    """One row per project the user belongs to, with the links each of their roles needs.
+
+    One query for the memberships and three for the progress, whatever the number of projects.
+    """
     memberships = list(
         Membership.objects.filter(user=request.user)
         .select_related("project")
-        .order_by("project__name", "role")
+        .order_by("project__name", "project__pk", "role")
     )
     annotated = [m.project_id for m in memberships if m.role == Membership.Role.ANNOTATOR]
     progress = (
         annotator_progress(annotator=request.user, project_ids=annotated) if annotated else {}
     )
-    rows = [
-        {"membership": m, "progress": progress.get(m.project_id) if m.role == "annotator" else None}
-        for m in memberships
-    ]
-    return render(request, "annotate/home.html", {"rows": rows})
+    rows: dict[int, dict[str, Any]] = {}
+    for m in memberships:
+        row = rows.setdefault(
+            m.project_id,
+            {"project": m.project, "roles": [], "progress": None, "label_url": None, "links": []},
+        )
+        row["roles"].append(m.get_role_display())
+        if m.role == Membership.Role.ANNOTATOR:
+            row["progress"] = progress.get(m.project_id)
+            row["label_url"] = reverse("label", args=[m.project.slug])
+        row["links"].extend(_role_links(m.role, m.project.slug))
+    context = {
+        "rows": list(rows.values()),
+        # Progress columns only when the user labels somewhere: a lead sees no empty columns.
+        "show_progress": bool(annotated),
+    }
+    return render(request, "annotate/home.html", context)
 
 
 def _mmss(seconds: int) -> str:

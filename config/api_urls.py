@@ -1,4 +1,5 @@
 """REST API v1: each app contributes its routes; the schema is served here."""
+
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 

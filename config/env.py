@@ -3,6 +3,7 @@
 Settings must never silently fall back when an operator mistypes a value:
 `DEBUG=ture` or `DATABASE_URL=postgress://` are configuration errors.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)")
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)"
+    )
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:

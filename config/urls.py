@@ -1,4 +1,5 @@
 """Top-level URL map. Each app owns its URLs; the API lives under /api/v1/."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

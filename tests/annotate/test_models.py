@@ -1,4 +1,5 @@
 """Database constraints that keep the labeling data honest."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,7 +26,9 @@ def test_external_id_unique_per_project(project) -> None:
 
 
 def test_one_current_judgment_per_assignment_but_corrections_allowed(project, alice) -> None:
-    first = JudgmentFactory(assignment=AssignmentFactory(comparison=ComparisonFactory(project=project), annotator=alice))
+    first = JudgmentFactory(
+        assignment=AssignmentFactory(comparison=ComparisonFactory(project=project), annotator=alice)
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
         JudgmentFactory(assignment=first.assignment)
     # A correction supersedes the old record instead of editing it.

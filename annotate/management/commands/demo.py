@@ -37,7 +37,8 @@ class Command(BaseCommand):
         result = demo_seed(fixtures_dir=Path(settings.BASE_DIR) / "fixtures")
         if result.projects_created:
             self.stdout.write(
-                f"Seeded {', '.join(result.projects_created)}: {result.comparisons_created} comparisons, "
+                f"Seeded {', '.join(result.projects_created)}: "
+                f"{result.comparisons_created} comparisons, "
                 f"{result.judgments_created} imported judgments."
             )
         else:
