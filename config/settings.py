@@ -35,7 +35,8 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
 # The default SQLite files (database, broker, results) live here; SQLite cannot
 # create a missing directory, so make it before anything opens them.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-(VAR_DIR / "static").mkdir(exist_ok=True)  # STATIC_ROOT; whitenoise warns on every request without it
+# STATIC_ROOT: whitenoise warns on every request when it is missing.
+(VAR_DIR / "static").mkdir(exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 
