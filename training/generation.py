@@ -17,6 +17,7 @@ and compares with what the reference policy produced on the same prompts
 Sampling runs inside `torch.random.fork_rng`, so a probe never changes the
 training loop's random stream (exact resume stays exact).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -51,7 +52,9 @@ class Generations:
 
     @classmethod
     def from_dict(cls, data: dict[str, list]) -> Generations:
-        return cls([list(map(int, c)) for c in data["completions"]], [bool(t) for t in data["truncated"]])
+        return cls(
+            [list(map(int, c)) for c in data["completions"]], [bool(t) for t in data["truncated"]]
+        )
 
 
 @torch.no_grad()
@@ -78,18 +81,27 @@ def generate(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
-            chunk = [list(p) for p in prompts[start:start + batch_size]]
+            chunk = [list(p) for p in prompts[start : start + batch_size]]
             width = max(len(p) for p in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # [b, W] left-padded
+            input_ids = torch.full(
+                (len(chunk), width), pad_id, dtype=torch.long
+            )  # [b, W] left-padded
             attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for i, p in enumerate(chunk):
-                input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-                attention_mask[i, width - len(p):] = 1
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
-                if temperature > 0 else {"do_sample": False}
+                input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+                attention_mask[i, width - len(p) :] = 1
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                if temperature > 0
+                else {"do_sample": False}
+            )
             out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens, eos_token_id=list(stops), pad_token_id=pad_id, **sampling,
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=list(stops),
+                pad_token_id=pad_id,
+                **sampling,
             )  # [b, W + new]
             for row in out[:, width:].tolist():
                 ids: list[int] = []
@@ -103,18 +115,25 @@ def generate(
 
 
 @torch.no_grad()
-def score(model: nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-          *, batch_size: int = 8) -> list[float]:
+def score(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 8,
+) -> list[float]:
     """Summed log pi(y|x) of each completion (packed forward passes)."""
     device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        p = prompts[start:start + batch_size]
-        c = completions[start:start + batch_size]
+        p = prompts[start : start + batch_size]
+        c = completions[start : start + batch_size]
         keep = [i for i, ids in enumerate(c) if ids]  # an empty completion has log-prob 0
         values = [0.0] * len(p)
         if keep:
-            logps = sequence_logps(model, pack([p[i] for i in keep], [c[i] for i in keep]).to(device))
+            logps = sequence_logps(
+                model, pack([p[i] for i in keep], [c[i] for i in keep]).to(device)
+            )
             for i, v in zip(keep, logps.tolist(), strict=True):
                 values[i] = v
         out.extend(values)
@@ -129,11 +148,26 @@ class GenerationProbe:
     or the reference loaded from disk for the duration of the call.
     """
 
-    def __init__(self, prompts: Sequence[Sequence[int]], *, stop_ids: Sequence[int], pad_id: int,
-                 max_new_tokens: int, temperature: float, seed: int, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        stop_ids: Sequence[int],
+        pad_id: int,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        batch_size: int = 8,
+    ) -> None:
         self.prompts = [list(p) for p in prompts]
-        self.kwargs = {"stop_ids": list(stop_ids), "pad_id": pad_id, "max_new_tokens": max_new_tokens,
-                       "temperature": temperature, "seed": seed, "batch_size": batch_size}
+        self.kwargs = {
+            "stop_ids": list(stop_ids),
+            "pad_id": pad_id,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "batch_size": batch_size,
+        }
         self.reference: Generations | None = None
 
     def cache_reference(self, reference_model: nn.Module) -> Generations:
@@ -141,8 +175,11 @@ class GenerationProbe:
         self.reference = generate(reference_model, self.prompts, **self.kwargs)
         return self.reference
 
-    def run(self, policy: nn.Module,
-            reference_scorer: Callable[[list[list[int]], list[list[int]]], list[float]]) -> dict[str, float]:
+    def run(
+        self,
+        policy: nn.Module,
+        reference_scorer: Callable[[list[list[int]], list[list[int]]], list[float]],
+    ) -> dict[str, float]:
         if self.reference is None:
             raise RuntimeError("cache_reference() must run before the first probe")
         gens = generate(policy, self.prompts, **self.kwargs)

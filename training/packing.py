@@ -36,6 +36,7 @@ Only the logits of positions that predict a completion token are computed
 (`logits_to_keep` with an index tensor): the vocab projection is the largest
 single matmul of a small model and the prompt's logits are never needed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -79,12 +80,16 @@ class TokenBatch:
         return TokenBatch(**move)
 
 
-def _targets(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], starts: Sequence[int]):
-    """Flat target positions: token t of completion s is predicted by the logit one position before it."""
+def _targets(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], starts: Sequence[int]
+):
+    """Flat target positions: token t of completion s is predicted by the logit one before it."""
     pos, ids, seq = [], [], []
     for s, (p, c, start) in enumerate(zip(prompts, completions, starts, strict=True)):
         if not p:
-            raise ValueError(f"sequence {s}: empty prompt (the first completion token needs a context)")
+            raise ValueError(
+                f"sequence {s}: empty prompt (the first completion token needs a context)"
+            )
         first = start + len(p) - 1  # logit predicting c[0]
         pos.extend(range(first, first + len(c)))
         ids.extend(c)
@@ -115,8 +120,10 @@ def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]])
     )
 
 
-def pad(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, pad_id: int) -> TokenBatch:
-    """The classic layout: one row per sequence, right-padded to the longest (reference for tests)."""
+def pad(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, pad_id: int
+) -> TokenBatch:
+    """The classic layout: one row per sequence, right-padded to the longest (tests compare)."""
     seqs = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [S, L]
@@ -138,9 +145,17 @@ def pad(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], 
     )
 
 
-def _packed_sdpa(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-                 dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
-                 **kwargs: object) -> tuple[Tensor, None]:
+def _packed_sdpa(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: object,
+) -> tuple[Tensor, None]:
     """Attention for packed rows: causal sdpa inside each sequence; anything else is plain sdpa.
 
     query [1, H, T, D], key/value [1, H_kv, T, D] (grouped-query heads allowed);
@@ -150,22 +165,51 @@ def _packed_sdpa(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, a
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
-    if bounds is None or attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    if (
+        bounds is None
+        or attention_mask is not None
+        or query.shape[0] != 1
+        or query.shape[2] != key.shape[2]
+    ):
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
     cuts = bounds.tolist()  # type: ignore[union-attr]
     gqa = query.shape[1] != key.shape[1]
-    outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
-                                           is_causal=True, scale=scaling, enable_gqa=gqa)
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True)]  # each [1, H, len_s, D]
+    outs = [
+        F.scaled_dot_product_attention(
+            query[:, :, a:b],
+            key[:, :, a:b],
+            value[:, :, a:b],
+            dropout_p=dropout,
+            is_causal=True,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+    ]  # each [1, H, len_s, D]
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
-def _packed_mask(*args: object, attention_mask: Tensor | None = None, **kwargs: object) -> Tensor | None:
-    """No mask to build for a packed row (the attention knows the boundaries); sdpa's mask otherwise."""
+def _packed_mask(
+    *args: object, attention_mask: Tensor | None = None, **kwargs: object
+) -> Tensor | None:
+    """No mask for a packed row (the attention knows the boundaries); sdpa's mask otherwise."""
     from transformers.masking_utils import sdpa_mask
 
-    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+    return (
+        None
+        if attention_mask is None
+        else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+    )
 
 
 def enable_packed_attention(model: nn.Module) -> None:
@@ -190,13 +234,21 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> Tensor:
     rows, width = batch.input_ids.shape
     if rows == 1:
         # Packed: one row, so positions index the sequence axis directly. The boundaries go in the
-        # kwargs flash-attention's varlen path and `_packed_sdpa` read; other attentions ignore them.
+        # kwargs flash-attention's varlen path and `_packed_sdpa` read; others ignore them.
         keep: Tensor = batch.target_pos  # [N]
         zero = torch.zeros(1, dtype=torch.int32, device=batch.seq_lens.device)
         cu = torch.cat([zero, batch.seq_lens.cumsum(0).to(torch.int32)])  # [S + 1]
         longest = int(batch.seq_lens.max())
-        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep, use_cache=False,
-                    cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+        out = model(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            logits_to_keep=keep,
+            use_cache=False,
+            cu_seq_lens_q=cu,
+            cu_seq_lens_k=cu,
+            max_length_q=longest,
+            max_length_k=longest,
+        )
         logits = out.logits[0]  # [N, V]
     else:
         # Padded: a boolean [S, L] mask selects the same positions (flattened row-major).
@@ -220,7 +272,8 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> Tensor:
 def sequence_logps(model: torch.nn.Module, batch: TokenBatch) -> Tensor:
     """Summed completion log-prob per sequence, shape [S] (fp32).
 
-    Naive equivalent: for each s, sum(log_softmax(model(seq_s).logits)[t-1, seq_s[t]] for t in completion(s)).
+    Naive equivalent: for each s,
+    sum(log_softmax(model(seq_s).logits)[t - 1, seq_s[t]] for t in completion(s)).
     """
     per_token = token_logps(model, batch)  # [N]
     totals = torch.zeros(batch.num_seqs, dtype=per_token.dtype, device=per_token.device)

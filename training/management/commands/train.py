@@ -143,6 +143,13 @@ class Command(BaseCommand):
                 f"eval score {ev.get('init_score_mean', nan):.4f} -> {ev.get('score_mean', nan):.4f}; mean length "
                 f"{ev.get('init_len_mean', nan):.1f} -> {ev.get('len_mean', nan):.1f} tokens; "
                 f"nrg_ratio {ev['nrg_ratio']:.3f}")
+        if "gen/len_mean" in ev:  # DPO: the generation probe, reference generations vs now
+            nan = float("nan")
+            self.stdout.write(
+                f"probe: mean length {ev.get('gen/ref_len_mean', nan):.1f} -> {ev['gen/len_mean']:.1f} tokens "
+                f"(x{ev.get('gen/len_ratio_vs_ref', nan):.2f}), p90 {ev.get('gen/len_p90', nan):.0f}, truncated "
+                f"{ev.get('gen/truncated_rate', nan):.2f}, kl_seq {ev.get('gen/kl_seq', nan):.3f}; "
+                f"margin_len_corr {ev.get('margin_len_corr', nan):+.3f}")
         self.stdout.write(f"outputs in {result.out_dir}")
 
 
