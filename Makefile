@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -- venv, install, migrate, seed, worker + web server on 127.0.0.1:8000
-#   make test   -- venv, install, the whole suite (SQLite; PostgreSQL/Redis too when
-#                  TEST_POSTGRES_URL / TEST_REDIS_URL are set, as .ci/run does)
+#   make test   -- venv, install, the suite on SQLite (and again on PostgreSQL / with a
+#                  Redis broker when TEST_POSTGRES_URL / TEST_REDIS_URL are set, as
+#                  .ci/run does); the real-model tier is `make test-slow`
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -25,10 +26,11 @@ demo: $(STAMP)
 	DEBUG=1 $(PY) manage.py demo --port $(PORT)
 
 test: $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) tests -m "not slow"
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 	  echo "== again on PostgreSQL ($$TEST_POSTGRES_URL)"; \
-	  DATABASE_URL="$$TEST_POSTGRES_URL" $(PYTEST) tests -m "not slow" --ignore=tests/training/trainers; \
+	  DATABASE_URL="$$TEST_POSTGRES_URL" $(PYTEST) tests -m "not slow and not browser" \
+	    --ignore=tests/training/trainers --ignore=tests/api/test_schemathesis.py; \
 	fi
 
 test-fast: $(STAMP)
