@@ -64,7 +64,7 @@ class Command(BaseCommand):
             sub = subparsers.add_parser(name, help=kind.help, description=kind.help)
             data_help = ("prompt JSONL (`prompt` field), preference file, export folder or export id"
                          if kind.data_flag == "prompts" else "JSONL/Parquet file, export folder, or export id")
-            sub.add_argument(f"--{kind.data_flag}", dest="data", required=True, help=data_help)
+            sub.add_argument(f"--{kind.data_flag}", dest="data", metavar="PATH", required=True, help=data_help)
             sub.add_argument("--eval-data", help="held-out pairs (default: the export's eval split, else a "
                              "split by prompt of --data)")
             sub.add_argument("--out", required=True, help="run folder: model, metrics.jsonl, eval_report.json")
