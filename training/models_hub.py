@@ -25,10 +25,18 @@ def _minilm_path() -> Path:
     return Path(module.get_model_path())
 
 
+def _smollm2_path() -> Path:
+    """The packaged SmolLM2 GGUF, dequantized once into the safetensors cache (training/policy.py)."""
+    from training.policy import resolve_policy
+
+    return Path(resolve_policy(None))
+
+
 # alias -> function returning the packaged model's folder (called only when used).
 PACKAGED: dict[str, Callable[[], Path]] = {
     "all-MiniLM-L6-v2": _minilm_path,
     "sentence-transformers/all-MiniLM-L6-v2": _minilm_path,
+    "SmolLM2-135M-Instruct": _smollm2_path,
 }
 
 

@@ -65,10 +65,14 @@ def is_default_policy(name_or_path: str | None) -> bool:
 def resolve_policy(name_or_path: str | None) -> str:
     """A folder or hub name transformers can load without a download.
 
-    The packaged default is converted to safetensors on first use (once per cache dir).
+    The packaged default is converted to safetensors on first use (once per cache dir); other
+    names go through `training.models_hub.resolve_model` (local folder or local HF cache, else
+    ModelNotFound).
     """
     if not is_default_policy(name_or_path):
-        return str(name_or_path)
+        from training.models_hub import resolve_model  # ModelNotFound names what is missing
+
+        return resolve_model(str(name_or_path)).path
     target = model_cache_dir() / DEFAULT_POLICY
     if not (target / "config.json").is_file():
         _convert_packaged_gguf(target)
