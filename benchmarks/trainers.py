@@ -8,9 +8,10 @@ on the first steps x batch-size pairs of the HH-RLHF harmless sample. Both
 sides get the SAME token ids (ours: `training.trainers.reward.encode_pairs`;
 TRL gets them as pre-tokenized `chosen_ids` / `rejected_ids`, because its raw
 text path appends an EOS token that MiniLM does not have), the same initial
-weights (seeded head), lr 5e-5 with 10% linear warmup, AdamW, clipping at 1.0
-and no gradient checkpointing (TRL's RewardConfig turns it on by default; pass
---trl-defaults to keep that). TRL needs `trl` (the `bench` extra):
+weights (seeded head), lr 5e-5 with 10% linear warmup, AdamW, clipping at 1.0,
+dropout off (TRL's RewardConfig default `disable_dropout=True`; ours via
+`RewardConfig.dropout=0`) and no gradient checkpointing (TRL's RewardConfig
+turns it on by default; pass --trl-defaults to keep that). TRL needs `trl` (the `bench` extra):
 `pip install -c constraints.txt -e '.[bench]'`.
 
 Each side runs in a fresh process (`--worker`), so the peak RSS (and CUDA peak
@@ -68,7 +69,8 @@ def _reward_setup(params: dict[str, Any]) -> tuple[Any, Any, list[Any], Any]:
         "model": params["model"], "max_steps": params["steps"], "batch_size": params["batch_size"],
         "max_length": params["max_length"], "lr": params["lr"], "warmup_ratio": 0.1,
         "device": params["device"], "precision": "bf16" if params["bf16"] else "fp32",
-        "eval_fraction": 0.0,
+        "eval_fraction": 0.0, "head_lr_mult": 1.0,  # one lr for every weight, as TRL
+        "dropout": 0.0,  # TRL's RewardConfig disables dropout by default
     })
     pairs = load_pairs(params["data"])[: params["steps"] * params["batch_size"]]
     seed_everything(0)  # the same initial reward head on both sides
