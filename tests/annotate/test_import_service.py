@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -84,13 +83,10 @@ def test_full_hh_sample_imports_every_pair_with_judgments_fast(
     django_assert_max_num_queries,
 ) -> None:
     lines = hh_lines()
-    started = time.perf_counter()
     # Bulk writes: no query per row. (SQLite caps a statement at 999 bound
     # parameters, so Django splits each bulk insert into ~70-row batches.)
     with django_assert_max_num_queries(len(lines) // 10):
         result = comparisons_import(project_slug="hh", path=HH_RLHF, with_judgments=True)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 10, f"import took {elapsed:.1f} s"
     assert (result.format, result.records, result.comparisons_created) == (
         "hh-rlhf",
         len(lines),
@@ -136,7 +132,6 @@ def test_full_hh_sample_imports_every_pair_with_judgments_fast(
         len(lines),
     )
     assert Judgment.objects.count() == len(lines)
-    print(f"\nfull HH-RLHF sample: {len(lines)} pairs + judgments imported in {elapsed:.2f} s")
 
 
 def test_two_mixtral_judges_give_805_comparisons_two_ai_judges_one_judgment_per_verdict() -> None:
