@@ -25,6 +25,16 @@ from training.policy import (
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """One torch thread: on a shared, loaded CPU two threads wait on each other (measured 2-3x
+    slower here); on a quiet machine the difference is small for a model this size."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_packaged_gguf_converts_to_a_safetensors_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
