@@ -276,8 +276,9 @@ class RewardConfig(LoopConfig):
         f"(never downloaded); '{DEFAULT_REWARD_MODEL}' is the packaged MiniLM.",
     )
     lr: float = _f(
-        1e-4,
-        "Peak learning rate of AdamW for the backbone (the head: x head_lr_mult).",
+        2e-4,
+        "Peak learning rate of AdamW for the backbone (the head: x head_lr_mult). One epoch of "
+        "MiniLM on 1.6k HH pairs: 5e-5 stays near chance, 2e-4 beats the length-only rule.",
         min=0.0,
         min_exclusive=True,
         max=1.0,
@@ -318,7 +319,11 @@ class RewardConfig(LoopConfig):
     )
     eval_batch_size: int = _f(32, "Pairs per evaluation forward pass.", min=1, max=4096)
     dropout: float | None = _f(
-        None, "Override the backbone's dropout probabilities (null keeps them).", min=0.0, max=1.0
+        0.0,
+        "Dropout probability set in the backbone (null keeps the checkpoint's). Off by default, "
+        "as in TRL and OpenRLHF reward training: faster, and noise-free rewards.",
+        min=0.0,
+        max=1.0,
     )
 
     def _cross_field_errors(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ from training.config import CONFIGS, ConfigError, LoopConfig, RewardConfig
 def test_defaults_and_round_trip() -> None:
     config = RewardConfig.from_dict({})
     assert config == RewardConfig()
-    assert config.model == "all-MiniLM-L6-v2" and config.lr == 1e-4 and config.max_steps is None
+    assert config.model == "all-MiniLM-L6-v2" and config.lr == 2e-4 and config.max_steps is None
     assert RewardConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["lora_target_modules"] == ["all-linear"]  # JSON-ready
     with pytest.raises(dataclasses.FrozenInstanceError):
