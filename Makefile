@@ -26,7 +26,7 @@ demo: $(STAMP)
 	DEBUG=1 $(PY) manage.py demo --port $(PORT)
 
 test: $(STAMP)
-	$(PYTEST) tests -m "not slow"
+	$(PYTEST) tests -m "not slow and not postgres"
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 	  echo "== again on PostgreSQL ($$TEST_POSTGRES_URL)"; \
 	  DATABASE_URL="$$TEST_POSTGRES_URL" $(PYTEST) tests -m "not slow and not browser" \
