@@ -5,6 +5,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# No per-example deadline (speed is measured in benchmarks/, and a loaded CI
+# box would flake); in CI the examples are derived from the test, so a red run
+# is reproducible from its log rather than a lucky draw.
+hypothesis_settings.register_profile("default", deadline=None)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") == "true" else "default")
 
 from annotate.models import Membership, Project, User
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
