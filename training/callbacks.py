@@ -81,6 +81,19 @@ class MetricsSink:
             self._fh = None
 
 
+class NullSink(MetricsSink):
+    """Records nothing: ranks > 0 of a multi-process run log here (rank 0 logs global figures)."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("/dev/null"))
+
+    def truncate_after(self, step: int) -> None:
+        return None
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        return None
+
+
 def read_metrics(path: Path) -> list[dict[str, float | None]]:
     """Every record of a metrics.jsonl file, in order."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

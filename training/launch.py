@@ -1,16 +1,26 @@
 """`accelerate launch [...] -m training.launch <run_id>`: one process of a launched training run.
 
 The Celery task (`training.run_job.execute_run`) has already claimed the run
-and keeps its heartbeat; each process started here sets Django up, then
-trains it with `train_and_record`. Rank 0 (the `RANK` accelerate sets; a
-single process has none) streams metrics and progress and records the
-outcome; other ranks only read the cancel flag, so every rank stops at the
-same step. Exit status: 0 when the run succeeded or was cancelled, 1 when it
-failed, 2 on bad arguments.
+and keeps its heartbeat; it starts `accelerate launch --multi_gpu
+--num_processes N --main_process_port 0 -m training.launch <id>` (N > 1, or
+one process with TRAINING_LAUNCH=accelerate). Each process started here sets
+Django up, then trains the run with `train_and_record`.
 
-The shared loop (`training/trainers/base.py`) does not wrap the model for
-data parallelism yet: until it does, ranks > 0 train replicas whose files go
-to a scratch folder that is deleted at the end.
+With N processes the run is data parallel (`training/trainers/distributed.py`,
+used by the shared loop in `training/trainers/base.py`): every rank builds the
+same plan of global micro-batches and computes its strided slice of each, DDP
+averages the gradients (NCCL on GPUs, LOCAL_RANK picking the device; gloo for
+`device: cpu`), so the N ranks take the same optimizer steps one process would
+on the same global batch size. Rank 0 (the RANK accelerate sets; a single
+process has none) evaluates, writes the run folder, streams the all-reduced
+metrics and progress, and records the outcome; every rank reads the cancel
+flag and the ranks agree on it, so all stop after the same step. PPO ranks
+sample their share of each rollout (see `training/trainers/ppo.py`).
+
+Exit status: 0 when the run succeeded or was cancelled, 1 when it failed, 2 on
+bad arguments. A rank that fails exits 1, and accelerate (torch elastic) then
+stops the others; the Celery task records the failure with the end of
+launch.log when rank 0 could not.
 """
 from __future__ import annotations
 
@@ -36,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {run_id} is {status or 'missing'}, not running: nothing to do", file=sys.stderr)
         return 1
     rank = int(os.environ.get("RANK", "0"))
-    outcome = train_and_record(run_id, main_process=rank == 0)
+    try:
+        outcome = train_and_record(run_id, main_process=rank == 0)
+    finally:
+        from training.trainers.distributed import shutdown  # lazy: torch only in training processes
+
+        shutdown()  # leave the process group the trainer joined (a no-op for one process)
     return 1 if outcome == TrainingRun.Status.FAILED else 0
 
 

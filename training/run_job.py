@@ -2,8 +2,10 @@
 
     claim the run (run_start) -> start the heartbeat thread
       -> one process:   validate config -> resolve data -> trainer run() with DB hooks -> run_finish
-      -> N processes:   `accelerate launch --num_processes N -m training.launch <id>`; the child
-                        does the same steps; this process only heartbeats and watches it
+      -> N processes:   `accelerate launch --multi_gpu --num_processes N -m training.launch <id>`;
+                        every rank does the same steps on its share of each batch (data
+                        parallel, see training/trainers/distributed.py) and rank 0 records;
+                        this process only heartbeats and watches them
     -> stop the heartbeat thread
 
 Metrics reach `MetricPoint` in batches (one bulk insert per flush, at most
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -162,14 +163,20 @@ def launch_mode() -> str:
 
 
 def accelerate_command(run_id: int, processes: int, *, cpu: bool = False) -> list[str]:
-    """The command line that trains run `run_id` in `processes` processes on this node."""
+    """The command line that trains run `run_id` in `processes` processes on this node.
+
+    N > 1 always takes accelerate's `--multi_gpu` path (torch elastic: one process per rank with
+    RANK/WORLD_SIZE/LOCAL_RANK set; a CPU run then trains over gloo): accelerate's `--cpu` with
+    several processes needs MPI instead, and it refuses `--cpu` together with `--multi_gpu`.
+    `--main_process_port 0` lets accelerate pick a free port, so runs on one node never collide.
+    """
     script = Path(sys.executable).with_name("accelerate")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "accelerate.commands.accelerate_cli"]
     cmd = [*head, "launch", "--num_processes", str(processes), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no"]
     if processes > 1:
-        cmd.append("--multi_gpu")
-    if cpu:
+        cmd += ["--multi_gpu", "--main_process_port", "0"]
+    elif cpu:
         cmd.append("--cpu")
     return [*cmd, "-m", "training.launch", str(run_id)]
 
@@ -199,14 +206,13 @@ def train_and_record(run_id: int, *, kinds: Mapping[str, Kind] = KINDS, main_pro
     """Train a claimed (running) run in this process and record the outcome; returns the final status.
 
     Any error becomes a failed run with its traceback. `main_process=False`
-    (ranks > 0) trains and obeys cancellation but writes nothing to the
-    database and writes its files to a scratch folder.
+    (ranks > 0 of a launched run) trains its share of every batch and obeys
+    cancellation but writes nothing to the database; the shared loop keeps it
+    from writing files (rank 0 writes the run folder).
     """
     run = TrainingRun.objects.get(pk=run_id)
     out_dir = run_artifacts_path(run)
     assert out_dir is not None, "run_start sets artifacts_dir"
-    if not main_process:
-        out_dir = out_dir / f".rank-{os.environ.get('RANK', 'x')}"
     hooks = DbHooks(run_id, flush_every_s=flush_interval_s(), write=main_process)
     try:
         kind = kinds.get(run.kind)
@@ -228,8 +234,6 @@ def train_and_record(run_id: int, *, kinds: Mapping[str, Kind] = KINDS, main_pro
     status = Status.SUCCEEDED if result.status == "completed" else Status.CANCELLED
     if main_process:
         run_finish(run_id=run_id, status=status, summary=summary_of(result, out_dir))
-    else:
-        shutil.rmtree(out_dir, ignore_errors=True)
     return status
 
 

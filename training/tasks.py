@@ -25,11 +25,13 @@ each GPU node::
 
 One run at a time per worker (`--pool=solo`): a run owns the node's GPUs.
 A run whose config has `num_gpus: N > 1` (or every run, with the setting
-TRAINING_NUM_GPUS=N on that node) is launched as
-`accelerate launch --multi_gpu --num_processes N -m training.launch <run id>`
-on that node; rank 0 writes metrics, progress and the outcome, every rank
-reads the cancel flag (the shared loop in trainers/base.py does not yet
-shard data or sync gradients across ranks; see training/launch.py).
+TRAINING_NUM_GPUS=N on that node) is launched as `accelerate launch
+--multi_gpu --num_processes N --main_process_port 0 -m training.launch <run
+id>` on that node and trained data parallel, one rank per GPU: each rank
+computes its slice of every global batch and DDP averages the gradients;
+rank 0 evaluates and writes files, metrics, progress and the outcome; the
+ranks agree on the cancel flag (see training/launch.py and
+training/trainers/distributed.py).
 TRAINING_LAUNCH=accelerate sends even one-process
 runs through a subprocess (GPU memory is returned when it exits, and a
 crashing trainer cannot take the worker down). Keep the nodes' clocks in

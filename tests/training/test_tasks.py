@@ -276,8 +276,11 @@ def test_multi_gpu_runs_go_through_accelerate_launch(settings, staff, tmp_path) 
     assert Path(cmd[0]).name == "accelerate" or cmd[1:3] == ["-m", "accelerate.commands.accelerate_cli"]
     tail = cmd[cmd.index("launch"):]
     assert tail == ["launch", "--num_processes", "4", "--num_machines", "1", "--mixed_precision", "no",
-                    "--dynamo_backend", "no", "--multi_gpu", "-m", "training.launch", "42"]
+                    "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", "0", "-m", "training.launch", "42"]
     assert "--multi_gpu" not in accelerate_command(1, 1) and accelerate_command(1, 1, cpu=True)[-4] == "--cpu"
+    # accelerate refuses --cpu with --multi_gpu (its multi-process --cpu needs MPI): a CPU run of N > 1
+    # ranks takes the --multi_gpu (torch elastic) path and trains over gloo.
+    assert "--cpu" not in accelerate_command(1, 2, cpu=True) and "--multi_gpu" in accelerate_command(1, 2, cpu=True)
     run = make_run(staff, tmp_path, {"num_gpus": 8})
     assert num_processes(run) == 8
     plain = make_run(staff, tmp_path, {})

@@ -24,8 +24,17 @@ accumulation weighted by example counts (so 4 x 2 equals one batch of 8),
 clipping, warmup + decay, evaluation cadence, plain-dict checkpoints with every
 RNG state, metrics sink, progress and cooperative cancellation. Device and
 precision are chosen once; the loop body has no device branches (autocast is a
-no-op context on fp32). Multi-GPU runs go through `accelerate launch` (not
-wired yet); nothing here assumes one process per machine except the RNG.
+no-op context on fp32).
+
+Data parallelism (`trainers/distributed.py`): under `accelerate launch` /
+torchrun (WORLD_SIZE > 1) every rank builds the same plan, computes the
+strided slice `indices[rank::N]` of each micro-batch, and DDP averages the
+gradients, so N processes take the optimizer steps one process would take on
+the same global batches (`batch_size` is the global micro-batch, not a
+per-GPU one); logged metrics are all-reduced, the cancel flag is agreed, and
+rank 0 alone evaluates (on the whole eval set, the others wait) and writes
+metrics, checkpoints and outputs. A trainer opts in with `data_parallel = True`
+once its compute_loss runs the gradient-carrying forward on `self.train_model`.
 """
 
 from __future__ import annotations
@@ -34,16 +43,16 @@ import math
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from training.callbacks import MetricsSink, RunHooks
+from training.callbacks import MetricsSink, NullSink, RunHooks
 from training.config import LoopConfig
 from training.trainers.checkpoint import (  # re-exported: trainers and tests import them from here
     latest_checkpoint,
@@ -52,17 +61,16 @@ from training.trainers.checkpoint import (  # re-exported: trainers and tests im
     set_rng_state,
     write_checkpoint,
 )
+from training.trainers.distributed import DataParallel
+from training.trainers.plan import lr_lambda, plan_batches  # re-exported, as the above
 
-__all__ = ["latest_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["latest_checkpoint", "lr_lambda", "plan_batches", "rng_state", "set_rng_state"]
 
 
 # --- device, precision, seeding ---------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
+    """"auto" (CUDA when present), "cpu" or "cuda"; a launched rank gets cuda:<LOCAL_RANK>."""
+    return DataParallel.from_env().device(name)
 
 
 def resolve_amp(precision: str, device: torch.device) -> bool:
@@ -78,54 +86,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-# --- data order, schedule, parameters ----------------------------------------
-def plan_batches(
-    n: int,
-    batch_size: int,
-    *,
-    generator: torch.Generator,
-    lengths: Sequence[int] | None = None,
-    bucket_batches: int = 50,
-) -> list[list[int]]:
-    """One epoch of micro-batches (lists of example indices).
-
-    Without lengths: a random permutation cut into batches. With lengths:
-    the permutation is cut into chunks of `bucket_batches` batches, each chunk
-    sorted by length and cut into batches, and the batches shuffled, so a
-    batch holds examples of similar length (little padding) while the epoch
-    stays random. Only the epoch's last batch can be short.
-    """
-    perm = torch.randperm(n, generator=generator).tolist()
-    if lengths is not None:
-        chunk = batch_size * bucket_batches
-        perm = [
-            i
-            for s in range(0, n, chunk)
-            for i in sorted(perm[s : s + chunk], key=lambda j: -lengths[j])
-        ]
-    batches = [perm[s : s + batch_size] for s in range(0, n, batch_size)]
-    if lengths is not None:
-        order = torch.randperm(len(batches), generator=generator).tolist()
-        batches = [batches[k] for k in order]
-    return batches
-
-
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak lr at step s: linear warmup, then linear/cosine decay or constant."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return max(0.0, 1.0 - progress)
-
-    return factor
-
-
+# --- parameters --------------------------------------------------------------
 def param_groups(
     params: Sequence[nn.Parameter], weight_decay: float, *, lr: float | None = None
 ) -> list[dict[str, Any]]:
@@ -198,6 +159,9 @@ class RunResult:
 class Trainer(ABC):
     config: LoopConfig
     model: nn.Module
+    # True once compute_loss runs its gradient-carrying forward on `self.train_model`; other
+    # trainers refuse to start under a multi-process launch rather than train N replicas.
+    data_parallel: ClassVar[bool] = False
 
     def __init__(
         self, config: LoopConfig, *, out_dir: str | Path, hooks: RunHooks | None = None
@@ -205,8 +169,14 @@ class Trainer(ABC):
         self.config = config
         self.out_dir = Path(out_dir)
         self.hooks = hooks or RunHooks()
-        self.device = resolve_device(config.device)
+        self.dist = DataParallel.from_env()
+        if self.dist.enabled and not self.data_parallel:
+            raise RuntimeError(f"{type(self).__name__} does not support data parallelism "
+                               f"(WORLD_SIZE={self.dist.world_size}): launch it as one process")
+        self.device = self.dist.device(config.device)
+        self.dist.start(self.device)  # before trainers place models: it selects this rank's GPU
         self.use_bf16 = resolve_amp(config.precision, self.device)
+        self._ddp: nn.Module | None = None  # the DDP wrapper while fit() runs with N > 1
 
     # --- what a trainer implements ------------------------------------------
     @abstractmethod
@@ -244,6 +214,13 @@ class Trainer(ABC):
         return param_groups(params, self.config.weight_decay)
 
     # --- shared machinery ----------------------------------------------------
+    @property
+    def train_model(self) -> nn.Module:
+        """What compute_loss calls for its gradient-carrying forward: the model, or during a
+        multi-process fit() its DistributedDataParallel wrapper (whose forward arms the
+        gradient all-reduce). Evaluation and no-grad passes use `self.model`."""
+        return self.model if self._ddp is None else self._ddp
+
     def autocast(self) -> torch.autocast:
         """bf16 autocast when configured; a disabled autocast is a no-op context."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
@@ -270,8 +247,10 @@ class Trainer(ABC):
 
     # --- the loop -------------------------------------------------------------
     def fit(self, *, resume_from: str | Path | None = None) -> RunResult:
-        cfg, model = self.config, self.model
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg, model, par = self.config, self.model, self.dist
+        main = par.is_main  # rank 0 alone writes files and calls on_metrics / on_progress
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         model.to(self.device)
         optimizer = torch.optim.AdamW(
             self.param_groups(), lr=cfg.lr, fused=self.device.type == "cuda"
@@ -281,67 +260,80 @@ class Trainer(ABC):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(cfg.schedule, warmup, total)
         )
-        sink = MetricsSink(self.out_dir / "metrics.jsonl", self.hooks.on_metrics)
+        path = self.out_dir / "metrics.jsonl"
+        sink = MetricsSink(path, self.hooks.on_metrics) if main else NullSink()
         state = LoopState()
         if resume_from is not None:
             state = self.load_checkpoint(Path(resume_from), optimizer, scheduler)
             sink.truncate_after(state.step)
         else:
-            sink.path.unlink(missing_ok=True)
-            seed_everything(cfg.seed)
+            if main:
+                sink.path.unlink(missing_ok=True)
+            seed_everything(cfg.seed + par.rank)  # rank 0 draws as one process; others, own streams
+        self._ddp = par.wrap(model, self.device)
         should_stop = self.hooks.should_stop or (lambda: False)
-        on_progress = self.hooks.on_progress or (lambda step, total: None)
+        on_progress = (main and self.hooks.on_progress) or (lambda step, total: None)
         params = [p for p in model.parameters() if p.requires_grad]
-        status, checkpoint, logged = "completed", None, {}
+        status, checkpoint, logged, first_step = "completed", None, {}, state.step
         samples, started = 0, time.perf_counter()
         model.train()
-        while state.step < total:
-            if state.cursor >= len(state.plan):  # a new epoch; its order is seeded and checkpointed
-                state.epoch += bool(state.plan)
-                state.plan, state.cursor = self.epoch_plan(state.epoch), 0
-            group = state.plan[state.cursor : state.cursor + cfg.grad_accum]
-            n_examples = sum(len(indices) for indices in group)
-            step_started = time.perf_counter()
-            sums: dict[str, Tensor] = {}
-            for indices in group:
-                batch = move_to(self.collate(indices), self.device)
-                with self.autocast():
-                    loss, metrics = self.compute_loss(batch)
-                # Weight by examples so the step's gradient is the mean over all its
-                # examples, whatever the micro-batch sizes (the last one may be short).
-                weight = len(indices) / n_examples
-                (loss * weight).backward()
-                for name, value in metrics.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.cursor += len(group)
-            samples += n_examples
-            if state.step % cfg.log_every == 0 or state.step == total:
-                logged = {f"train/{k}": float(v) for k, v in sums.items()}
-                logged |= {
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/grad_norm": float(grad_norm),
-                    "train/epoch": state.epoch + state.cursor / len(state.plan),
-                    "train/samples_per_s": n_examples / (time.perf_counter() - step_started),
-                }
-                sink.log(state.step, logged)
-            on_progress(state.step, total)
-            if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total:
-                sink.log(state.step, {f"eval/{k}": v for k, v in self.run_evaluation().items()})
-            if cfg.save_every and state.step % cfg.save_every == 0:
-                checkpoint = self.save_checkpoint(state, optimizer, scheduler)
-            if should_stop():
-                status = "cancelled"
-                if not (cfg.save_every and state.step % cfg.save_every == 0):  # not just saved
+        try:  # the wrapper goes on any exit: a DDP outliving its process group hangs the exit
+            while state.step < total:
+                if state.cursor >= len(state.plan):  # a new epoch: order seeded and checkpointed
+                    state.epoch += bool(state.plan)
+                    state.plan, state.cursor = self.epoch_plan(state.epoch), 0
+                group = state.plan[state.cursor : state.cursor + cfg.grad_accum]
+                n_examples = sum(len(indices) for indices in group)
+                step_started = time.perf_counter()
+                sums: dict[str, Tensor] = {}
+                for k, indices in enumerate(group):
+                    mine, share = par.shard(indices)  # this rank's slice (all of it in one process)
+                    batch = move_to(self.collate(mine), self.device)
+                    # Weight by examples so the step's gradient is the mean over all its
+                    # examples, whatever the micro-batch sizes (the last one may be short).
+                    weight = share / n_examples
+                    with par.sync_context(self._ddp, last=k == len(group) - 1):
+                        with self.autocast():
+                            loss, metrics = self.compute_loss(batch)
+                        # DDP AVERAGES gradients over ranks: x world_size turns that into the sum.
+                        (loss * (weight * par.world_size)).backward()
+                    for name, value in metrics.items():
+                        sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
+                if state.step == first_step:  # once per fit: a trainer bypassing DDP fails here
+                    par.check_gradients_agree(params, self.device)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.cursor += len(group)
+                samples += n_examples
+                if state.step % cfg.log_every == 0 or state.step == total:
+                    sums = par.reduce_sums(sums, self.device)  # global figures, on every rank
+                    logged = {f"train/{k}": float(v) for k, v in sums.items()}
+                    logged |= {
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/grad_norm": float(grad_norm),
+                        "train/epoch": state.epoch + state.cursor / len(state.plan),
+                        "train/samples_per_s": n_examples / (time.perf_counter() - step_started),
+                    }
+                    sink.log(state.step, logged)
+                on_progress(state.step, total)
+                due = cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total
+                if due and main:  # rank 0 evaluates; the others wait at their next collective
+                    sink.log(state.step, {f"eval/{k}": v for k, v in self.run_evaluation().items()})
+                if cfg.save_every and state.step % cfg.save_every == 0:
                     checkpoint = self.save_checkpoint(state, optimizer, scheduler)
-                break
+                if par.any(should_stop(), self.device):  # any rank asking stops every rank here
+                    status = "cancelled"
+                    if not (cfg.save_every and state.step % cfg.save_every == 0):  # not just saved
+                        checkpoint = self.save_checkpoint(state, optimizer, scheduler)
+                    break
+        finally:
+            self._ddp = None
         wall = time.perf_counter() - started
         eval_metrics: dict[str, float] = {}
-        if status == "completed":
+        if status == "completed" and main:
             eval_metrics = self.run_evaluation()
             sink.log(state.step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             self.save_outputs(eval_metrics)
@@ -361,8 +353,12 @@ class Trainer(ABC):
     # --- checkpoints ------------------------------------------------------------
     def save_checkpoint(
         self, state: LoopState, optimizer: torch.optim.Optimizer, scheduler: Any
-    ) -> Path:
-        """Write a plain-dict checkpoint of everything a bit-exact resume needs."""
+    ) -> Path | None:
+        """Write a plain-dict checkpoint of everything a bit-exact resume needs (rank 0 writes;
+        every rank calls this, handing over its RNG state; the others return None)."""
+        rngs = self.dist.gather(rng_state())
+        if not self.dist.is_main:
+            return None
         payload = {
             "kind": self.config.kind,
             "config": self.config.to_dict(),
@@ -373,7 +369,8 @@ class Trainer(ABC):
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs[0],
+            **({"rng_by_rank": rngs} if len(rngs) > 1 else {}),
             "extra": self.extra_state(),
         }
         keep = self.config.keep_checkpoints
@@ -387,7 +384,13 @@ class Trainer(ABC):
         self.model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
+        by_rank = payload.get("rng_by_rank", [])
+        if len(by_rank) == self.dist.world_size:  # as many processes as wrote it
+            set_rng_state(by_rank[self.dist.rank])
+        else:  # data and steps resume exactly; ranks > 0 start fresh random streams
+            set_rng_state(payload["rng"])
+            if self.dist.rank:
+                seed_everything(self.config.seed + self.dist.rank + 1_000_003 * payload["step"])
         self.load_extra_state(payload.get("extra", {}))
         return LoopState(payload["step"], payload["epoch"], payload["cursor"], payload["plan"])
 

@@ -74,6 +74,7 @@ def _flat(pairs: Tensor) -> Tensor:
 
 class DPOTrainer(Trainer):
     config: DPOConfig
+    data_parallel = True  # compute_loss runs the policy through self.train_model
 
     def __init__(
         self, config: DPOConfig, *, train_pairs: Sequence[PreferencePair],
@@ -113,7 +114,8 @@ class DPOTrainer(Trainer):
                 "train": self._score_pairs(model, self.train_data),
                 "eval": self._score_pairs(model, self.eval_data)})
         self.timings = {"reference_s": time.perf_counter() - started}  # the one reference pass
-        self.probe = self._make_probe(model)
+        # Evaluation runs on rank 0 only (see trainers/base.py), so only rank 0 needs the probe.
+        self.probe = self._make_probe(model) if self.dist.is_main else None
         # Where the probe finds the reference for gen/kl_seq when none is in memory (precomputed,
         # no LoRA): the model's source; an injected model's initial weights are saved here once.
         self._ref_source: str | None = None
@@ -136,14 +138,21 @@ class DPOTrainer(Trainer):
         return h.hexdigest()
 
     def _cached(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Values of the initial weights, kept in the run folder: a resumed run reuses them."""
+        """Values of the initial weights, kept in the run folder: a resumed run reuses them.
+
+        Rank 0 writes the file (to a temporary name, then renamed, so another rank never reads
+        half a file); the other ranks of a multi-process run read it or compute their own.
+        """
         path, key = self.out_dir / name, self._fingerprint()
         if path.is_file():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("fingerprint") == key:
                 return saved["values"]
         values = compute()
-        torch.save({"fingerprint": key, "values": values}, path)
+        if self.dist.is_main:
+            tmp = path.with_name(f".{name}.tmp")
+            torch.save({"fingerprint": key, "values": values}, tmp)
+            tmp.replace(path)
         return values
 
     def _token_batch(self, pairs: Sequence[EncodedPair]) -> TokenBatch:
@@ -196,7 +205,7 @@ class DPOTrainer(Trainer):
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         tokens = TokenBatch(**{k: batch.get(k) for k in _TOKEN_FIELDS})
-        logps = sequence_logps(self.model, tokens)  # [2B]
+        logps = sequence_logps(self.train_model, tokens)  # [2B]; the DDP wrapper when N > 1
         if self.reference_free:
             ref = None
         elif self.use_live:
@@ -342,12 +351,13 @@ def run(
         "kind": config.kind, "config": config.to_dict(), "data": data_info or {},
         "n_train": len(trainer.train_data), "n_eval": len(trainer.eval_data),
         "total_steps": trainer.total_steps(), "device": str(trainer.device),
-        "bf16": trainer.use_bf16, "packed": trainer.packed,
+        "bf16": trainer.use_bf16, "packed": trainer.packed, "world_size": trainer.dist.world_size,
         "setup_s": round(time.perf_counter() - started, 3), **trainer.timings,
         "resumed_from": str(resume_from or ""),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
-    (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    if trainer.dist.is_main:  # one writer in a multi-process run
+        (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     return trainer.fit(resume_from=resume_from)

@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 
 class PPOTrainer(Trainer):
     config: PPOConfig
+    data_parallel = True  # the update runs through self.train_model; rollouts: see epoch_plan
 
     def __init__(
         self, config: PPOConfig, *, prompts: Sequence[str], scorer: Scorer, out_dir: str | Path,
@@ -165,12 +166,18 @@ class PPOTrainer(Trainer):
         return self.config.optimizer_steps()
 
     def epoch_plan(self, epoch: int) -> list[list[int]]:
-        """One PPO iteration: roll out with the current policy, then plan ppo_epochs shuffled passes."""
+        """One PPO iteration: roll out with the current policy, then plan ppo_epochs shuffled passes.
+
+        N processes: each rank samples its strided share of the prompts, every rank scores the gathered
+        rollout, and rank 0's buffer is broadcast (identical episodes everywhere); rank 0 alone evaluates,
+        so it alone samples the baseline."""
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            if self.baseline is None and self.eval_ids:
+            if self.baseline is None and self.eval_ids and self.dist.is_main:
                 self.baseline = self._sample_eval()
-            self.buffer, self.rollout_metrics = self._rollout(epoch)
+            rollout = self._rollout(epoch)
+            self.buffer, self.rollout_metrics, self.kl_ctl.value = self.dist.broadcast(
+                (*rollout, self.kl_ctl.value))
         self.model.train()
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         size, bs = self.config.rollout_batch_size, self.config.batch_size
@@ -187,8 +194,8 @@ class PPOTrainer(Trainer):
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
         mask = batch["mask"]  # [b, T]
-        logits, values = self.model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-                                    n_completion=mask.shape[1], temperature=cfg.temperature)
+        logits, values = self.train_model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+                                          n_completion=mask.shape[1], temperature=cfg.temperature)
         logprobs = logprobs_from_logits(logits, batch["input_ids"][:, -mask.shape[1]:])  # [b, T]
         pg_loss, pg_metrics = ppo_policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask,
                                               clip_range=cfg.clip_range)
@@ -225,19 +232,25 @@ class PPOTrainer(Trainer):
         with self.model.policy.disable_adapter():  # LoRA: the base weights are the reference
             return self.model.policy(**kwargs).logits[:, :-1].float()
 
-    def _generate(self, prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[bool], list[str]]:
-        """(completion ids incl. the stop token, finished flags, decoded text without the stop token)."""
+    def _generate(self, prompt_ids: Sequence[Sequence[int]], *,
+                  spread: bool = False) -> tuple[list[list[int]], list[bool], list[str]]:
+        """(completion ids incl. the stop token, finished flags, decoded text without the stop token).
+        spread=True (rollouts): each rank samples its strided share and every rank gets all of them."""
         cfg = self.config
         started = time.perf_counter()
         gen = sample_completions(
-            self.model.policy, prompt_ids, pad_id=self.pad_id, stop_ids=self.stop_ids,
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            batch_size=cfg.generation_batch_size, device=self.device)
+            self.model.policy, self.dist.split(prompt_ids) if spread else prompt_ids, pad_id=self.pad_id,
+            stop_ids=self.stop_ids, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+            top_p=cfg.top_p, batch_size=cfg.generation_batch_size, device=self.device)
+        rows = list(zip(gen.completion_ids, gen.finished, strict=True))
+        if spread:
+            rows = self.dist.unsplit(rows)  # every rank's share, back in prompt order
+        completion_ids, finished = [c for c, _ in rows], [done for _, done in rows]
         self.stats["generate_s"] += time.perf_counter() - started
-        self.stats["generated_tokens"] += sum(len(c) for c in gen.completion_ids)
-        content = [c[:-1] if done else c for c, done in zip(gen.completion_ids, gen.finished, strict=True)]
+        self.stats["generated_tokens"] += sum(len(c) for c in completion_ids)
+        content = [c[:-1] if done else c for c, done in zip(completion_ids, finished, strict=True)]
         texts = self.tokenizer.batch_decode(content, skip_special_tokens=True)
-        return gen.completion_ids, gen.finished, texts
+        return completion_ids, finished, texts
 
     def _rollout(self, iteration: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.config
@@ -245,7 +258,7 @@ class PPOTrainer(Trainer):
         indices = self._prompt_indices(iteration)
         prompts = [self.train_prompts[i] for i in indices]
         prompt_ids = [self.train_ids[i] for i in indices]
-        completion_ids, finished, texts = self._generate(prompt_ids)
+        completion_ids, finished, texts = self._generate(prompt_ids, spread=True)
         lengths = [len(c) - int(done) for c, done in zip(completion_ids, finished, strict=True)]
         raw_scores = self.scorer(prompts, texts, [c[:len(c) - int(d)] for c, d in zip(completion_ids, finished,
                                                                                          strict=True)]).float()
@@ -380,12 +393,14 @@ def run(
         "kind": config.kind, "config": config.to_dict(), "data": data_info or {},
         "n_train_prompts": len(trainer.train_prompts), "n_eval_prompts": len(trainer.eval_prompts),
         "total_steps": trainer.total_steps(), "device": str(trainer.device), "bf16": trainer.use_bf16,
-        "resumed_from": str(resume_from or ""), "stop_token_ids": trainer.stop_ids,
+        "world_size": trainer.dist.world_size, "resumed_from": str(resume_from or ""),
+        "stop_token_ids": trainer.stop_ids,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
-    (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    if trainer.dist.is_main:  # one writer in a multi-process run
+        (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     return trainer.fit(resume_from=resume_from)
 
 

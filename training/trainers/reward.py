@@ -216,6 +216,7 @@ def load_backbone(config: RewardConfig) -> tuple[Any, Any]:
 
 class RewardTrainer(Trainer):
     config: RewardConfig
+    data_parallel = True  # compute_loss scores through self.train_model
 
     def __init__(
         self,
@@ -288,13 +289,17 @@ class RewardTrainer(Trainer):
             )  # [B]
         return batch
 
-    def rewards(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def rewards(
+        self, batch: dict[str, Tensor], model: torch.nn.Module | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(chosen, rejected) rewards under `model` (default: self.model, for no-grad scoring)."""
         inputs = {k: v for k, v in batch.items() if k != "margin"}
-        scores = self.model(**inputs).logits.squeeze(-1).float()  # [2B]
+        forward = self.model if model is None else model
+        scores = forward(**inputs).logits.squeeze(-1).float()  # [2B]
         return scores.chunk(2)  # ([B], [B])
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        chosen, rejected = self.rewards(batch)
+        chosen, rejected = self.rewards(batch, self.train_model)  # DDP wrapper when N > 1
         loss, metrics = bradley_terry_loss(
             chosen, rejected, margin=batch.get("margin"), center_coef=self.config.center_coef
         )
@@ -378,6 +383,7 @@ def run(
         "total_steps": trainer.total_steps(),
         "device": str(trainer.device),
         "bf16": trainer.use_bf16,
+        "world_size": trainer.dist.world_size,
         "resumed_from": str(resume_from or ""),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {
@@ -386,5 +392,6 @@ def run(
             "transformers": transformers.__version__,
         },
     }
-    (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    if trainer.dist.is_main:  # one writer in a multi-process run
+        (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     return trainer.fit(resume_from=resume_from)
