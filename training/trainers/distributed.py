@@ -17,9 +17,19 @@ branches. With N > 1:
   loss by N x (its examples / the step's examples), so the average is the
   gradient of the mean loss over all of the step's examples, as in one process;
 - `reduce_sums` all-reduces the loop's example-weighted metric sums, so every
-  rank (and rank 0, which logs) holds the figures of the global batch;
+  rank (and rank 0, which logs) holds the figures of the global batch (means
+  over examples are exact; `pad_fraction` is per-rank padding, averaged);
 - `any` agrees on the cooperative cancel flag (an all-reduce MAX), so every
-  rank stops after the same step.
+  rank stops after the same step;
+- rank 0 alone evaluates, on the whole eval set, while the others wait at
+  their next collective: the diagnostics (AUC, Spearman, length fits,
+  nrg_ratio) are not means over examples and need every eval example in one
+  place, and eval sets are small next to training; sharding them would only
+  pay off for large eval sets;
+- rank r seeds its RNGs with seed + r (dropout masks, PPO sampling differ per
+  rank; rank 0 draws as one process would) and checkpoints keep every rank's
+  RNG state, so a resume on the same number of ranks is exact; the plan does
+  not depend on N, so a checkpoint also resumes on another number of ranks.
 
 Why plain DDP and not accelerate's `Accelerator`: the loop already owns what
 `Accelerator.prepare` would take over (device placement, bf16 autocast,
@@ -27,8 +37,9 @@ example-weighted gradient accumulation, the LR schedule stepped once per
 optimizer step, plain-dict checkpoints with every RNG state), and house
 rules keep that one loop visible; `Accelerator` would wrap the optimizer and
 scheduler and shard a DataLoader the loop does not use. accelerate stays the
-LAUNCHER (DESIGN.md: no home-made launcher); this module is the ~150 lines
-of torch.distributed the loop needs.
+LAUNCHER (DESIGN.md: no home-made launcher); this module is the small part of
+torch.distributed the loop needs, and DDP still overlaps the gradient
+all-reduce with the backward pass.
 """
 
 from __future__ import annotations
