@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,16 @@ def launch(
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "tests.training.trainers.ddp_worker", str(spec_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    # Own process group: on a timeout the ranks go too, not only torchrun (no orphans).
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError("2-rank run over 180 s:\n" + stdout[-3000:] + stderr[-5000:]) from None
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
     return {r: json.loads((results / f"rank-{r}.json").read_text()) for r in (0, 1)}
 
 
