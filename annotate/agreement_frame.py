@@ -38,7 +38,13 @@ def axis_column(axis: str) -> str:
 
 def side_codes(values: pd.Series) -> np.ndarray:
     """ "A"/"tie"/"B" -> 0/1/2; anything else -> -1."""
-    return values.map({"A": A, "tie": TIE, "B": B}).fillna(-1).to_numpy(dtype=np.int8)
+    codes = {"A": A, "tie": TIE, "B": B}
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        # Map the few categories, then gather by category code (-1, missing,
+        # picks the trailing -1): no per-row lookup.
+        table = [codes.get(c, -1) for c in values.cat.categories]
+        return np.array([*table, -1], np.int8)[values.cat.codes.to_numpy()]
+    return values.map(codes).fillna(-1).to_numpy(dtype=np.int8)
 
 
 def overall_codes(overall: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length
 
 DEFAULT_AXES = ["helpful", "truthful", "harmless"]
 DEFAULT_SCALE = [
@@ -169,6 +170,22 @@ class Comparison(models.Model):
     )
     response_a = models.TextField()
     response_b = models.TextField()
+    # Response lengths in characters, kept by the database on every write: the
+    # lead report reads them for every comparison, and measuring the texts
+    # each time cost more than the rest of the report's reads (PostgreSQL
+    # must decompress them).
+    len_a = models.GeneratedField(
+        expression=Length("response_a"),
+        output_field=models.PositiveIntegerField(),
+        db_persist=True,
+        help_text="Characters in response A (computed by the database).",
+    )
+    len_b = models.GeneratedField(
+        expression=Length("response_b"),
+        output_field=models.PositiveIntegerField(),
+        db_persist=True,
+        help_text="Characters in response B (computed by the database).",
+    )
     model_a = models.CharField(max_length=200, blank=True)
     model_b = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -240,6 +257,11 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["annotator", "status"], name="assignment_annotator_status"),
             models.Index(fields=["status", "lease_expires_at"], name="assignment_lease_idx"),
+            # The lead report's counts per (annotator, status) and its skip
+            # fingerprint read this index only, never the assignments.
+            models.Index(
+                fields=["project", "annotator", "status"], name="assignment_project_annotator"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -302,6 +324,9 @@ class Judgment(models.Model):
         indexes = [
             models.Index(fields=["project", "submitted_at"], name="judgment_project_time"),
             models.Index(fields=["comparison"], name="judgment_comparison"),
+            # The lead report's fingerprint (count, last id, last correction)
+            # is answered from this index alone.
+            models.Index(fields=["project", "superseded_at"], name="judgment_project_current"),
         ]
 
     def __str__(self) -> str:

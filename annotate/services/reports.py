@@ -1,9 +1,10 @@
 """The project report for leads, and what leads do about disagreements.
 
-* `agreement_report` loads a project's current judgments into one frame (one
-  query), computes `annotate.agreement.project_report` and caches it under a
-  fingerprint of the data (judgment count, last id, last correction, skips),
-  so a new judgment, a correction or a skip makes the next call recompute.
+* `agreement_report` loads a project's current judgments into one frame
+  (`annotate.services.report_frames`: a few narrow queries), computes
+  `annotate.agreement.project_report` and caches it under a fingerprint of
+  the data (judgment count, last id, last correction, skips), so a new
+  judgment, a correction or a skip makes the next call recompute.
 * `comparison_disagreements` lists comparisons whose current judgments split.
 * `comparison_send_back` raises a comparison's `extra_overlap`, which is what
   makes `assignment_next` serve it again; `comparison_resolve` closes it.
@@ -15,99 +16,30 @@ import hashlib
 import json
 from typing import Any
 
-import pandas as pd
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Max, Q, QuerySet
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Length
 from django.utils import timezone
 
 from annotate import agreement
 from annotate.models import Assignment, Comparison, Judgment, Membership, Project, User
+from annotate.services.report_frames import assignments_frame, judgments_frame, judgments_query
+
+__all__ = [
+    "agreement_report",
+    "assignments_frame",
+    "comparison_disagreements",
+    "comparison_resolve",
+    "comparison_send_back",
+    "judgments_frame",
+    "judgments_query",
+]
 
 CACHE_TIMEOUT_S = 7 * 24 * 3600
 # How many more judgments one "send back" may ask for: a typo must not queue
 # a comparison for hundreds of annotators.
 MAX_SEND_BACK = 10
-
-
-def judgments_frame(*, project: Project) -> pd.DataFrame:
-    """The project's current judgments, one row each, in `annotate.agreement`'s schema.
-
-    One query: lengths and gold come from the comparison join, rubric choices
-    are pulled out of the JSON by the database (no per-row JSON parsing here).
-    The ORM builds it (``.values()``); its rows are read through the cursor
-    straight into pandas, which converts whole columns at once: Django's
-    per-row converters and dicts cost ~2.5x the CPU at 100k judgments.
-    ``seconds`` is the client-measured active time when the browser sent it,
-    else submitted_at - shown_at; NaN for imported verdicts (no real timing).
-    """
-    axes = list(project.rubric_axes)
-    axis_fields = {f"axis_{i}": KeyTextTransform(axis, "axes") for i, axis in enumerate(axes)}
-    rows = (
-        Judgment.objects.filter(project=project, superseded_at__isnull=True)
-        .values(
-            "comparison_id",
-            "overall",
-            "swapped",
-            "shown_at",
-            "submitted_at",
-            "active_ms",
-            "over_budget",
-            "source",
-            username=F("annotator__username"),
-            gold=F("comparison__gold"),
-            len_a=Length("comparison__response_a"),
-            len_b=Length("comparison__response_b"),
-            **axis_fields,
-        )
-        .order_by()
-    )
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        columns = [column[0] for column in cursor.description]
-        raw = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
-    if raw.empty:
-        return agreement.empty_frame(axes)
-    # SQLite hands back naive UTC datetimes (or ISO text), PostgreSQL aware ones.
-    submitted = pd.to_datetime(raw["submitted_at"], utc=True, format="ISO8601")
-    wall = (
-        submitted - pd.to_datetime(raw["shown_at"], utc=True, format="ISO8601")
-    ).dt.total_seconds()
-    # Imported verdicts carry no real timing (the importer stamps both times).
-    wall = wall.where(raw["source"] != Judgment.Source.IMPORT)
-    active = pd.to_numeric(raw["active_ms"], errors="coerce") / 1000.0
-    frame = pd.DataFrame(
-        {
-            "comparison": raw["comparison_id"].astype("int64"),
-            "annotator": pd.Categorical(raw["username"].astype(str)),
-            "overall": raw["overall"].astype("int64"),
-            "swapped": raw["swapped"].astype(bool),
-            "seconds": active.fillna(wall).astype(float),
-            "over_budget": raw["over_budget"].astype(bool),
-            "len_a": raw["len_a"].fillna(0).astype("int64"),
-            "len_b": raw["len_b"].fillna(0).astype("int64"),
-            "gold": pd.to_numeric(raw["gold"], errors="coerce").astype(float),
-        }
-    )
-    for i, axis in enumerate(axes):
-        frame[agreement.axis_column(axis)] = raw[f"axis_{i}"]
-    return frame
-
-
-def assignments_frame(*, project: Project) -> pd.DataFrame:
-    """Assignment counts per (annotator, status), for skip rates."""
-    rows = (
-        Assignment.objects.filter(project=project)
-        .values(annotator_name=F("annotator__username"), state=F("status"))
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    frame = pd.DataFrame.from_records(list(rows), columns=["annotator_name", "state", "n"])
-    return frame.rename(columns={"annotator_name": "annotator", "state": "status"})
 
 
 def _fingerprint(project: Project) -> str:
