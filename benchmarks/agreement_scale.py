@@ -1,12 +1,18 @@
 """How long the lead dashboard's agreement report takes at 10k, 100k and 1M judgments.
 
     .venv/bin/python benchmarks/agreement_scale.py [--sizes 10000,100000,1000000] [--repeat 1]
+    DEBUG=1 .venv/bin/python benchmarks/agreement_scale.py --from-db [--repeat 2]
+    DATABASE_URL=postgres://postgres@127.0.0.1:55432/postgres DEBUG=1 \
+        .venv/bin/python benchmarks/agreement_scale.py --from-db
+
 
 Synthetic judgments (3 per comparison, ~1 annotator per 5,000 judgments, a
 length-biased latent preference, 3 rubric axes) go through
 `annotate.agreement.project_report`, the function the dashboard, the
-`agreement` command and the API call. The frame is built in memory: loading
-it from the database is not part of these figures (the report is cached).
+`agreement` command and the API call. By default the frame is built in
+memory; `--from-db` (benchmarks/agreement_db_run.py) writes the same judgments
+into a scratch database and times what a lead's refresh really does,
+`agreement_report(refresh=True)`: load from the database, then compute.
 Times are wall seconds (best of --repeat) plus this process's CPU seconds,
 which stay honest when other jobs share the machine.
 
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -161,100 +166,25 @@ def peer_kappa_sklearn(
     return out
 
 
-def db_load(n: int) -> None:
-    """Time `judgments_frame` (the one query behind the report) on a scratch SQLite file."""
-    import tempfile
+def _print_machine(workers: int) -> None:
+    load1, load5, _ = os.getloadavg()
+    print(
+        f"{os.cpu_count()} CPUs, load average {load1:.1f} (1 min) {load5:.1f} (5 min); "
+        f"report threads: {workers}"
+    )
 
-    import django
 
-    tmp = tempfile.mkdtemp(prefix="agreement-bench-")
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DEBUG="1",
-        VAR_DIR=tmp,
-        DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
-    )
-    django.setup()
-    from django.core.management import call_command
-    from django.utils import timezone
+def from_db(sizes: list[int], args: argparse.Namespace) -> None:
+    """The `--from-db` mode (benchmarks/agreement_db_run.py): database in the loop."""
+    import agreement_db_run  # benchmarks/ is on sys.path when this runs as a script
 
-    from annotate.models import Assignment, Comparison, Judgment, Project, User
-    from annotate.services.reports import judgments_frame
-
-    call_command("migrate", verbosity=0)
-    frame = synthetic_frame(n)
-    t = time.perf_counter()
-    project = Project.objects.create(slug="bench", name="bench")
-    names = sorted(frame["annotator"].astype(str).unique())
-    users = {u: User.objects.create(username=u, kind=User.Kind.AI) for u in names}
-    comps = frame.drop_duplicates("comparison")
-    Comparison.objects.bulk_create(
-        [
-            Comparison(
-                project=project,
-                external_id=str(c),
-                content_hash=str(c),
-                prompt="p",
-                response_a="a" * la,
-                response_b="b" * lb,
-            )
-            for c, la, lb in zip(comps["comparison"], comps["len_a"], comps["len_b"], strict=True)
-        ],
-        batch_size=2000,
+    agreement_db_run.run(
+        sizes,
+        repeat=args.repeat,
+        frame_for=synthetic_frame,
+        keep_db=args.keep_db,
+        peers=not args.no_peers,
     )
-    ids = dict(Comparison.objects.filter(project=project).values_list("external_id", "pk"))
-    now = timezone.now()
-    rows = list(
-        zip(
-            frame["comparison"],
-            frame["annotator"].astype(str),
-            frame["overall"],
-            frame["swapped"],
-            strict=True,
-        )
-    )
-    Assignment.objects.bulk_create(
-        [
-            Assignment(
-                project=project,
-                comparison_id=ids[str(c)],
-                annotator=users[a],
-                swapped=s,
-                status="submitted",
-                shown_at=now,
-            )
-            for c, a, _, s in rows
-        ],
-        batch_size=2000,
-    )
-    assignment_ids = dict(
-        ((c, a), pk)
-        for c, a, pk in Assignment.objects.filter(project=project).values_list(
-            "comparison_id", "annotator_id", "pk"
-        )
-    )
-    Judgment.objects.bulk_create(
-        [
-            Judgment(
-                project=project,
-                comparison_id=ids[str(c)],
-                annotator=users[a],
-                overall=o,
-                swapped=s,
-                submitted_at=now,
-                shown_at=now,
-                assignment_id=assignment_ids[(ids[str(c)], users[a].pk)],
-                axes={ax: frame.at[i, agreement.axis_column(ax)] for ax in AXES},
-            )
-            for i, (c, a, o, s) in enumerate(rows)
-        ],
-        batch_size=2000,
-    )
-    print(f"db: wrote {n} judgments in {time.perf_counter() - t:.1f} s")
-    wall, cpu, loaded = timed(lambda: judgments_frame(project=project), 1)
-    shutil.rmtree(tmp, ignore_errors=True)
-    assert len(loaded) == len(frame)
-    print(f"{len(frame):>10}  {'load frame from SQLite (1 query)':<34} {wall:>8.3f} {cpu:>7.3f}")
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
@@ -276,19 +206,28 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=agreement.N_BOOT)
     parser.add_argument("--workers", type=int, default=2, help="threads for the axes (report)")
     parser.add_argument(
+        "--from-db",
+        action="store_true",
+        help="time a lead's refresh (agreement_report) on a scratch database instead: "
+        "SQLite under /tmp, or PostgreSQL when DATABASE_URL=postgres://...",
+    )
+    parser.add_argument("--keep-db", action="store_true", help="--from-db: keep the database")
+    parser.add_argument("--no-peers", action="store_true", help="--from-db: skip the load peers")
+    parser.add_argument(
         "--db-size",
         type=int,
         default=0,
-        help="also time loading that many judgments from a scratch SQLite database (0: skip)",
+        help="after the in-memory table, also run --from-db for this one size (0: skip)",
     )
     args = parser.parse_args()
-    load1, load5, _ = os.getloadavg()
-    print(
-        f"{os.cpu_count()} CPUs, load average {load1:.1f} (1 min) {load5:.1f} (5 min); "
-        f"report threads: {args.workers}"
-    )
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.from_db:
+        _print_machine(args.workers)
+        from_db(sizes, args)
+        return
+    _print_machine(args.workers)
     print(f"{'judgments':>10}  {'task':<34} {'ours s':>8} {'(cpu)':>7} {'peer s':>8} {'ratio':>7}")
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in sizes:
         frame = synthetic_frame(n)
         wall, cpu, report = timed(
             lambda f=frame: agreement.project_report(
@@ -326,7 +265,7 @@ def main() -> None:
             print(f"{'':>10}  {name:<34} {times}")
     print("ratio = peer wall time / ours; the values agree (asserted).")
     if args.db_size:
-        db_load(args.db_size)
+        from_db([args.db_size], args)
 
 
 if __name__ == "__main__":
