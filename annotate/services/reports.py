@@ -19,7 +19,7 @@ from typing import Any
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from annotate import agreement
@@ -49,6 +49,11 @@ def _fingerprint(project: Project) -> str:
     skips = Assignment.objects.filter(project=project, status=Assignment.Status.SKIPPED).aggregate(
         n=Count("id"), last=Max("id")
     )
+    # A lead can change gold answers (admin) without any judgment arriving; a
+    # position-weighted sum notices a changed, added, removed or moved answer.
+    gold = Comparison.objects.filter(project=project, gold__isnull=False).aggregate(
+        n=Count("id"), weighted=Sum(F("id") * (F("gold") + 10))
+    )
     # created_at: a project deleted and re-created (tests, demos) may reuse the
     # same pk and ids; its report must not be served from the old one's cache.
     shape = [
@@ -57,7 +62,7 @@ def _fingerprint(project: Project) -> str:
         project.max_strength,
         agreement.SCHEMA_VERSION,
     ]
-    text = json.dumps([judgments, skips, shape], default=str, sort_keys=True)
+    text = json.dumps([judgments, skips, gold, shape], default=str, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from annotate.models import Assignment, Judgment
+from annotate.models import Assignment, Comparison, Judgment
 from annotate.services.reports import agreement_report, judgments_frame
 from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, UserFactory
 
@@ -134,7 +134,7 @@ def test_report_is_cached_and_refreshed_when_judgments_arrive(
 ) -> None:
     project, users, comparisons = labelled
     first = agreement_report(project=project)
-    with django_assert_max_num_queries(2):  # fingerprint only: no reload, no recompute
+    with django_assert_max_num_queries(3):  # fingerprint only: no reload, no recompute
         assert agreement_report(project=project) is not None
     assert agreement_report(project=project)["generated_at"] == first["generated_at"]
     judge(comparisons[0], UserFactory(username="dan"), 3)
@@ -156,3 +156,12 @@ def test_report_is_cached_and_refreshed_when_judgments_arrive(
     )
     fourth = agreement_report(project=project)
     assert fourth["summary"]["skip_rate"] == pytest.approx(1 / 20)  # 19 submitted + 1 skipped
+    # A lead sets a gold answer (admin): no judgment arrives, the report still follows.
+    Comparison.objects.filter(pk=comparisons[3].pk).update(gold=1)
+    fifth = agreement_report(project=project)
+    assert fifth["axes"]["overall"]["gold_accuracy"] != fourth["axes"]["overall"]["gold_accuracy"]
+    assert fifth["axes"]["overall"]["gold_accuracy"]["n"] == 3  # the three judgments of that item
+    # ... and moves it to another item: same count and value, another comparison.
+    Comparison.objects.filter(pk=comparisons[3].pk).update(gold=None)
+    Comparison.objects.filter(pk=comparisons[4].pk).update(gold=1)
+    assert agreement_report(project=project)["generated_at"] != fifth["generated_at"]
