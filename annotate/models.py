@@ -216,7 +216,14 @@ class Comparison(models.Model):
                 fields=["project", "external_id"], name="comparison_unique_external_id"
             ),
         ]
-        indexes = [models.Index(fields=["project", "slots_taken"], name="comparison_slots_idx")]
+        indexes = [
+            models.Index(fields=["project", "slots_taken"], name="comparison_slots_idx"),
+            # The report's cache fingerprint sums the gold answers: this reads
+            # only the gold rows, not every comparison's text.
+            models.Index(
+                fields=["project", "gold"], condition=Q(gold__isnull=False), name="comparison_gold"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.project.slug}:{self.external_id}"
@@ -262,6 +269,8 @@ class Assignment(models.Model):
             models.Index(
                 fields=["project", "annotator", "status"], name="assignment_project_annotator"
             ),
+            # The fingerprint's skip count: a range of this index, not all assignments.
+            models.Index(fields=["project", "status"], name="assignment_project_status"),
         ]
 
     def __str__(self) -> str:
