@@ -112,7 +112,10 @@ def _rows(frame: pd.DataFrame) -> _Rows:
     len_a = frame["len_a"].to_numpy(dtype=np.int64)
     len_b = frame["len_b"].to_numpy(dtype=np.int64)
     x_len = np.zeros(len(comps))
-    x_len[comp] = np.log2(len_b + 1.0) - np.log2(len_a + 1.0)
+    # The ratio first: IEEE division is correctly rounded, so pairs with the
+    # same relative length (2 vs 22, 14 vs 154) get the very same feature and
+    # tie in the AUC, which a difference of two logs can miss by an ulp.
+    x_len[comp] = np.log2((len_b + 1.0) / (len_a + 1.0))
     seconds = frame["seconds"].to_numpy(dtype=float)
     known = ~np.isnan(seconds)
     time_bin = np.full(len(seconds), -1, np.int64)

@@ -151,7 +151,8 @@ def ref_length(frame: pd.DataFrame, axis: str) -> dict[str, Any]:
     longer = (chose_b == (lb > la))[unequal]
     out: dict[str, Any] = {"hits": int(longer.sum()), "n": int(unequal.sum())}
     if 0 < chose_b.sum() < len(chose_b):
-        x = (np.log2(lb + 1.0) - np.log2(la + 1.0)).to_numpy().reshape(-1, 1)
+        # Equal relative lengths must tie exactly (see agreement_frame's x_len).
+        x = np.log2((lb + 1.0) / (la + 1.0)).to_numpy().reshape(-1, 1)
         fit = LogisticRegression(C=agreement.LEN_FIT_C, solver="lbfgs", tol=1e-10, max_iter=10_000)
         fit.fit(x, chose_b)
         out["coef"] = float(fit.coef_[0, 0])
@@ -302,6 +303,22 @@ def test_length_bias_figures_match_hand_counts_and_sklearn() -> None:
     assert o["len_only_auc"] == pytest.approx(ref["auc"], abs=1e-12)
     assert sum(q["n"] for q in o["longer_chosen_by_gap_quintile"]) == 10
     assert o["longer_chosen_by_gap_quintile"][0]["gap_chars"] == [5, 10]
+
+
+def test_pairs_with_the_same_relative_length_tie_in_the_length_auc() -> None:
+    # 1 vs 21 and 13 vs 153 are the same ratio (2/22 = 14/154): one feature
+    # value, so a tie, whichever float a difference of logs would have given.
+    # (Found by hypothesis: the AUC moved by one tie between solvers.)
+    records = [
+        {"comparison": 1, "annotator": "u", "overall": -1, "len_a": 1, "len_b": 21},
+        {"comparison": 1, "annotator": "v", "overall": -1, "len_a": 1, "len_b": 21},
+        {"comparison": 2, "annotator": "u", "overall": 1, "len_a": 13, "len_b": 153},
+        {"comparison": 3, "annotator": "u", "overall": -1, "len_a": 1, "len_b": 1},
+    ]
+    o = report(make_frame(records))["axes"]["overall"]
+    assert o["len_logit_coef"] > 0
+    # The one B choice against three A: two ties (0.5 each) and one lower feature (1).
+    assert o["len_only_auc"] == pytest.approx(2 / 3, abs=1e-12)
 
 
 def test_left_chosen_rate_follows_the_display_orientation() -> None:
