@@ -145,7 +145,7 @@
     if (skipForm && skipForm.contains(t)) {
       if (t instanceof HTMLButtonElement) return; // the button does it
       e.preventDefault();
-      skipForm.requestSubmit();
+      submitThroughHtmx(skipForm);
       return;
     }
     if (t instanceof HTMLTextAreaElement && !e.ctrlKey) return; // a newline
@@ -153,6 +153,14 @@
     const f = form();
     if (!f) return;
     e.preventDefault();
+    submitThroughHtmx(f);
+  }
+
+  // htmx binds a swapped-in form when the swap settles (~20 ms later); a
+  // keyboard that is faster than that would post the plain form and reload
+  // the page. Binding it now is idempotent, so do it before every submit.
+  function submitThroughHtmx(f) {
+    if (window.htmx) window.htmx.process(f);
     f.requestSubmit(); // runs the browser's validation, then htmx posts it
   }
 
