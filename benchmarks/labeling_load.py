@@ -281,6 +281,12 @@ def bench_backend(
             str(args.threads),
             "--log-level",
             "warning",
+            # Annotators wait at a barrier between login and the timed cycles;
+            # with gunicorn's default 2 s keep-alive the server could close an
+            # idle connection just as its client reused it ("Connection reset
+            # by peer"). 75 s is nginx's default keepalive_timeout.
+            "--keep-alive",
+            "75",
         ],
         cwd=REPO,
         env=env,
